@@ -1,0 +1,192 @@
+"""One DyHead block, computed as the official `DyConv` computes it.
+
+Paper: Dai et al., CVPR 2021, Sec. 3.2, Eq. (1): W(F) = pi_C(pi_S(pi_L(F) . F) . F) . F.
+The official block fuses the scale-aware (pi_L) and spatial-aware (pi_S) steps: for each output level l
+it runs a modulated deformable conv on level l (stride 1), on the finer level l-1 (stride 2) and on the
+coarser level l+1 (at its own size, then bilinearly upsampled), weights each result by a scale-attention
+scalar, averages, and applies the task-aware DyReLU (pi_C). Every output level is computed from the
+block *input*. See the conformance README, sections 2-4, for every detail reproduced here.
+
+Shape legend: N batch, C channels, L levels (index 0 = finest, P3), H_l x W_l the size of level l.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import (
+    DeformConvNorm,
+    DyReLUCoefficients,
+    KERNEL_TAPS,
+    OFFSET_CHANNELS,
+    ScaleAttention,
+    SpatialOffsets,
+    TaskAttention,
+    hard_sigmoid,
+)
+from .config import AttentionSwitches, CoarserBranchMode, DyHeadConfig
+
+
+@dataclass
+class LevelTrace:
+    """What one block computed at one output level l (tensors detached)."""
+
+    offset: Tensor  # [N, 18, H_l, W_l], channel 2k = dy, 2k+1 = dx of tap k
+    mask: Tensor  # [N, 9, H_l, W_l]
+    #: source level index -> [N]; sources in the official order: same, finer (l-1), coarser (l+1).
+    scale_weights: dict[int, Tensor] = field(default_factory=dict)
+    #: source level index -> [N], the hard sigmoid's input (after the ReLU).
+    scale_logits: dict[int, Tensor] = field(default_factory=dict)
+    #: source level index -> [N, C, H_l, W_l], branch after deformable conv + GroupNorm (+ upsample).
+    branches: dict[int, Tensor] = field(default_factory=dict)
+    #: [N, C, H_l, W_l], the scale-weighted mean of the branches: the DyReLU input.
+    after_spatial_scale: Optional[Tensor] = None
+    dyrelu: Optional[DyReLUCoefficients] = None
+    output: Optional[Tensor] = None  # [N, C, H_l, W_l], after the task-aware step
+
+
+@dataclass
+class BlockTrace:
+    levels: list[LevelTrace]
+
+
+def _coarser_offsets(
+    offset: Tensor, mask: Tensor, size: tuple[int, int], mode: CoarserBranchMode
+) -> tuple[Tensor, Tensor]:
+    """Offsets and masks for the coarser branch's conv, whose output has level l+1's `size`.
+
+    OFFICIAL reproduces the official CUDA kernel, which indexes the start of each image's offset
+    buffer with the output's strides (microsoft/DynamicHead issue 25; conformance README section 3):
+    it uses the first 18*H'*W' values of the flattened [18, H_l, W_l] map as an [18, H', W'] map.
+    CROP is mmdetection's reading: the top-left H' x W' corner.
+    """
+    n = offset.shape[0]
+    h, w = size
+    if mode is CoarserBranchMode.CROP:
+        return offset[:, :, :h, :w], mask[:, :, :h, :w]
+    if mode is CoarserBranchMode.OFFICIAL:
+        as_read_offset = offset.reshape(n, -1)[:, : OFFSET_CHANNELS * h * w]
+        as_read_mask = mask.reshape(n, -1)[:, : KERNEL_TAPS * h * w]
+        return (
+            as_read_offset.reshape(n, OFFSET_CHANNELS, h, w),  # [N, 18, H', W']
+            as_read_mask.reshape(n, KERNEL_TAPS, h, w),  # [N, 9, H', W']
+        )
+    raise ValueError(f"no offset reinterpretation for coarser-branch mode {mode}")
+
+
+def _resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
+    # The official F.upsample_bilinear is interpolate(bilinear, align_corners=True) (verified bit-exact).
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+class DyHeadBlock(nn.Module):
+    """Scale-, spatial- and task-aware attention over all pyramid levels, in one block.
+
+    Three deformable convs, one per role, shared by every output level: `same_level` (official
+    `DyConv[1]`), `from_finer` (stride 2, `DyConv[2]`) and `from_coarser` (`DyConv[0]`).
+    """
+
+    def __init__(self, config: DyHeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, groups = config.channels, config.norm_groups
+        self.spatial_offsets = SpatialOffsets(c) if config.use_spatial_attention else None
+        self.from_coarser = DeformConvNorm(c, stride=1, norm_groups=groups)
+        self.same_level = DeformConvNorm(c, stride=1, norm_groups=groups)
+        self.from_finer = DeformConvNorm(c, stride=2, norm_groups=groups)
+        self.scale_attention = ScaleAttention(c) if config.use_scale_attention else None
+        self.task_attention = (
+            TaskAttention(c, reduction=config.dyrelu_reduction) if config.use_task_attention else None
+        )
+
+    def forward(
+        self,
+        features: list[Tensor],
+        switches: AttentionSwitches = AttentionSwitches(),
+        return_trace: bool = False,
+    ) -> tuple[list[Tensor], Optional[BlockTrace]]:
+        use_spatial = switches.spatial and self.spatial_offsets is not None
+        use_scale = switches.scale and self.scale_attention is not None
+        use_task = switches.task and self.task_attention is not None
+
+        outputs: list[Tensor] = []
+        traces: list[LevelTrace] = []
+        for level, x in enumerate(features):
+            size = (x.shape[-2], x.shape[-1])
+            if use_spatial:
+                offset, mask = self.spatial_offsets(x)
+            else:
+                offset = mask = None
+
+            # Branches keyed by source level, in the official stacking order: same, finer, coarser.
+            branches = {level: self.same_level(x, offset, mask)}
+            if level > 0:
+                finer = self.from_finer(features[level - 1], offset, mask)
+                if finer.shape[-2:] != x.shape[-2:]:
+                    raise ValueError(
+                        f"level {level - 1} ({tuple(features[level - 1].shape[-2:])}) does not halve by "
+                        f"ceil to level {level} ({size}): DyHead needs H_l = ceil(H_(l-1) / 2)"
+                    )
+                branches[level - 1] = finer
+            if level < len(features) - 1:
+                branches[level + 1] = self._coarser_branch(features[level + 1], size, offset, mask)
+
+            logits: dict[int, Tensor] = {}
+            weights: dict[int, Tensor] = {}
+            if use_scale:
+                logits = {src: self.scale_attention.logits(b) for src, b in branches.items()}
+                weights = {src: hard_sigmoid(v) for src, v in logits.items()}
+                weighted = [b * weights[src][:, None, None, None] for src, b in branches.items()]
+            else:
+                weighted = list(branches.values())  # every weight 1: a plain mean
+            mean = sum(weighted[1:], weighted[0]) / len(weighted)  # [N, C, H_l, W_l]
+
+            if use_task:
+                coeffs = self.task_attention.coefficients(mean)
+                out = TaskAttention.apply(mean, coeffs)
+            else:
+                coeffs = None
+                out = F.relu(mean)
+            outputs.append(out)
+
+            if return_trace:
+                traces.append(
+                    self._level_trace(x, offset, mask, branches, logits, weights, mean, coeffs, out)
+                )
+        return outputs, (BlockTrace(levels=traces) if return_trace else None)
+
+    def _coarser_branch(
+        self, coarser: Tensor, size: tuple[int, int], offset: Optional[Tensor], mask: Optional[Tensor]
+    ) -> Tensor:
+        mode = self.config.coarser_branch
+        if mode is CoarserBranchMode.UPSAMPLE_FIRST:
+            return self.from_coarser(_resize_to(coarser, size), offset, mask)
+        if offset is not None:
+            offset, mask = _coarser_offsets(offset, mask, tuple(coarser.shape[-2:]), mode)
+        return _resize_to(self.from_coarser(coarser, offset, mask), size)
+
+    @staticmethod
+    def _level_trace(x, offset, mask, branches, logits, weights, mean, coeffs, out) -> LevelTrace:
+        n, c, h, w = x.shape
+        if offset is None:  # spatial attention off: record its neutral values
+            offset = x.new_zeros(n, OFFSET_CHANNELS, h, w)
+            mask = x.new_ones(n, KERNEL_TAPS, h, w)
+        if not weights:  # scale attention off: every weight is 1
+            weights = {src: x.new_ones(n) for src in branches}
+        if coeffs is None:
+            coeffs = DyReLUCoefficients.neutral(n, c, like=x)
+        return LevelTrace(
+            offset=offset.detach(),
+            mask=mask.detach(),
+            scale_weights={src: v.detach() for src, v in weights.items()},
+            scale_logits={src: v.detach() for src, v in logits.items()},
+            branches={src: b.detach() for src, b in branches.items()},
+            after_spatial_scale=mean.detach(),
+            dyrelu=DyReLUCoefficients(**{k: v.detach() for k, v in coeffs.as_dict().items()}),
+            output=out.detach(),
+        )
+

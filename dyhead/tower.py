@@ -1,0 +1,90 @@
+"""The DyHead tower: DyHead blocks applied one after another (no residual connection).
+
+Switches and traces are per call: `tower(features, switches=..., return_trace=True)`. Nothing about
+a call is stored on the module, so one loaded tower can serve concurrent callers.
+
+Shape legend: N batch, C channels, L levels (index 0 = finest), H_l x W_l the size of level l.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+from torch import Tensor, nn
+
+from .block import BlockTrace, DyHeadBlock, LevelTrace
+from .config import DyHeadConfig, SwitchesArg, switches_per_block
+
+__all__ = ["DyHeadTower", "TowerTrace", "BlockTrace", "LevelTrace", "official_tower_key_map"]
+
+
+@dataclass
+class TowerTrace:
+    inputs: list[Tensor]  # the tower input per level, [N, C, H_l, W_l]
+    blocks: list[BlockTrace]
+
+
+class DyHeadTower(nn.Module):
+    def __init__(self, config: DyHeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.blocks = nn.ModuleList(DyHeadBlock(config) for _ in range(config.num_blocks))
+
+    def forward(
+        self,
+        features: Sequence[Tensor],
+        switches: SwitchesArg = None,
+        return_trace: bool = False,
+    ) -> Union[list[Tensor], tuple[list[Tensor], TowerTrace]]:
+        """features: L tensors [N, C, H_l, W_l], finest first, each level ceil-halving the previous.
+
+        switches: one `AttentionSwitches` for every block, or one per block; None = all on.
+        Returns the L output levels (and a `TowerTrace` when `return_trace`).
+        """
+        self._check_inputs(features)
+        per_block = switches_per_block(switches, len(self.blocks))
+        features = list(features)
+        trace = TowerTrace(inputs=[f.detach() for f in features], blocks=[]) if return_trace else None
+        for block, block_switches in zip(self.blocks, per_block):
+            features, block_trace = block(features, block_switches, return_trace)
+            if trace is not None:
+                trace.blocks.append(block_trace)
+        return (features, trace) if return_trace else features
+
+    def _check_inputs(self, features: Sequence[Tensor]) -> None:
+        cfg = self.config
+        if len(features) != cfg.num_levels:
+            raise ValueError(f"the tower was built for {cfg.num_levels} levels, got {len(features)}")
+        n = features[0].shape[0]
+        for level, f in enumerate(features):
+            if f.dim() != 4 or f.shape[0] != n or f.shape[1] != cfg.channels:
+                raise ValueError(
+                    f"level {level}: expected [{n}, {cfg.channels}, H, W], got {list(f.shape)}"
+                )
+
+
+#: Our sub-module names -> the official DyConv's (microsoft/DynamicHead, dyhead/dyhead.py).
+_OFFICIAL_NAMES = {
+    "spatial_offsets": "offset",
+    "from_coarser.conv": "DyConv.0.conv",
+    "from_coarser.norm": "DyConv.0.bn",
+    "same_level.conv": "DyConv.1.conv",
+    "same_level.norm": "DyConv.1.bn",
+    "from_finer.conv": "DyConv.2.conv",
+    "from_finer.norm": "DyConv.2.bn",
+    "scale_attention.fc": "AttnConv.1",
+    "task_attention.fc1": "relu.fc.0",
+    "task_attention.fc2": "relu.fc.2",
+}
+
+
+def official_tower_key_map(num_blocks: int) -> dict[str, str]:
+    """{our tower key: official key relative to `dyhead_tower.`}, e.g.
+    'blocks.0.same_level.conv.weight' -> '0.DyConv.1.conv.weight'."""
+    mapping = {}
+    for b in range(num_blocks):
+        for ours, theirs in _OFFICIAL_NAMES.items():
+            for param in ("weight", "bias"):
+                mapping[f"blocks.{b}.{ours}.{param}"] = f"{b}.{theirs}.{param}"
+    return mapping
