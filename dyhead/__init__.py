@@ -1,0 +1,12 @@
+"""DyHead Explorer's model package: the Dynamic Head tower (Dai et al., CVPR 2021) as the official
+implementation computes it, with attention switches and traces passed per call.
+
+    from dyhead import DyHeadTower, DyHeadConfig, AttentionSwitches
+    tower = DyHeadTower(DyHeadConfig(num_blocks=6, channels=256, num_levels=5))
+    outputs, trace = tower(features, switches=AttentionSwitches(scale=False), return_trace=True)
+"""
+
+from .config import AttentionSwitches, CoarserBranchMode, DyHeadConfig, knock_out
+from .tower import DyHeadTower, TowerTrace
+
+__all__ = ["AttentionSwitches", "CoarserBranchMode", "DyHeadConfig", "DyHeadTower", "TowerTrace", "knock_out"]
