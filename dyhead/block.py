@@ -125,13 +125,8 @@ class DyHeadBlock(nn.Module):
             # Branches keyed by source level, in the official stacking order: same, finer, coarser.
             branches = {level: self.same_level(x, offset, mask)}
             if level > 0:
-                finer = self.from_finer(features[level - 1], offset, mask)
-                if finer.shape[-2:] != x.shape[-2:]:
-                    raise ValueError(
-                        f"level {level - 1} ({tuple(features[level - 1].shape[-2:])}) does not halve by "
-                        f"ceil to level {level} ({size}): DyHead needs H_l = ceil(H_(l-1) / 2)"
-                    )
-                branches[level - 1] = finer
+                _check_ceil_halving(features[level - 1], x, level)
+                branches[level - 1] = self.from_finer(features[level - 1], offset, mask)
             if level < len(features) - 1:
                 branches[level + 1] = self._coarser_branch(features[level + 1], size, offset, mask)
 
@@ -190,3 +185,13 @@ class DyHeadBlock(nn.Module):
             output=out.detach(),
         )
 
+
+
+def _check_ceil_halving(finer: Tensor, x: Tensor, level: int) -> None:
+    """The stride-2 branch must land on level l's grid (conformance README, section 8.5)."""
+    (hf, wf), (h, w) = finer.shape[-2:], x.shape[-2:]
+    if ((hf + 1) // 2, (wf + 1) // 2) != (h, w):
+        raise ValueError(
+            f"level {level - 1} ({hf}x{wf}) does not halve by ceil to level {level} ({h}x{w}): "
+            "DyHead needs H_l = ceil(H_(l-1) / 2); pad the image to a multiple of the coarsest stride"
+        )
