@@ -1,0 +1,265 @@
+"""ATSS + DyHead: backbone with FPN -> DyHead tower -> ATSS head -> official post-processing.
+
+The official release (microsoft/DynamicHead, ``configs/dyhead_r50_atss_fpn_1x.yaml``) is preset
+``"atss_r50_dyhead6"``; the conformance README (section 9) lists every inference step reproduced here.
+Switches and traces are passed per call and never stored on the module.
+
+Shape legend: N batch, 3 x Hp x Wp padded input, F fpn channels, K classes, L levels (index 0 = P3),
+H_l x W_l the size of level l, A_l = H_l * W_l anchors, M detections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, replace
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .anchors import level_anchors
+from .backbone import BackboneConfig, BackboneWithFPN, build_backbone
+from .box_coding import BoxCoder
+from .coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
+from .config import DyHeadConfig, SwitchesArg
+from .head import ATSSHead
+from .postprocess import Candidates, Detections, postprocess_image, rescale_detections
+from .preprocess import resize_image, to_model_input
+
+__all__ = [
+    "DetectorConfig",
+    "Detections",
+    "DyHeadDetector",
+    "HeadOutputs",
+    "PRESETS",
+    "build_detector",
+    "feature_sizes",
+]
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    backbone: BackboneConfig
+    fpn_channels: int
+    tower: DyHeadConfig
+    num_classes: int
+    class_names: tuple[str, ...]
+    #: dataset category id of each contiguous class (COCO ids for the official model).
+    category_ids: tuple[int, ...]
+    #: Anchors: side anchor_scale * stride, centre offset anchor_offset (official 8, 0.5).
+    anchor_scale: float = 8.0
+    anchor_offset: float = 0.5
+    strides: tuple[int, ...] = (8, 16, 32, 64, 128)
+    box_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
+    #: Inference (official ATSS: INFERENCE_TH, PRE_NMS_TOP_N, NMS_TH, DETECTIONS_PER_IMAGE).
+    score_thresh: float = 0.05
+    pre_nms_top_n: int = 1000
+    nms_thresh: float = 0.6
+    max_detections: int = 100
+    #: Test-time resize (shortest edge, capped long edge) and padding (the stride of P7).
+    min_size: int = 800
+    max_size: int = 1333
+    size_divisibility: int = 128
+    #: 0 = the official DyHead head (1x1 predictors); 4 = the original ATSS conv towers (baseline).
+    head_num_convs: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("class_names", "category_ids", "strides", "box_weights"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not (self.num_classes == len(self.class_names) == len(self.category_ids)):
+            raise ValueError(
+                f"num_classes ({self.num_classes}), class_names ({len(self.class_names)}) and "
+                f"category_ids ({len(self.category_ids)}) must agree"
+            )
+        if self.tower.channels != self.fpn_channels:
+            raise ValueError(f"tower channels ({self.tower.channels}) must equal fpn_channels ({self.fpn_channels})")
+        if self.tower.num_levels != len(self.strides):
+            raise ValueError(f"tower levels ({self.tower.num_levels}) must equal the number of strides {self.strides}")
+        if tuple(self.strides) != (8, 16, 32, 64, 128):
+            raise ValueError(f"the backbone produces P3..P7 (strides 8..128), got strides {self.strides}")
+
+    def to_dict(self) -> dict:
+        return {
+            "backbone": self.backbone.to_dict(),
+            "fpn_channels": self.fpn_channels,
+            "tower": self.tower.to_dict(),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "category_ids": list(self.category_ids),
+            "anchor_scale": self.anchor_scale,
+            "anchor_offset": self.anchor_offset,
+            "strides": list(self.strides),
+            "box_weights": list(self.box_weights),
+            "score_thresh": self.score_thresh,
+            "pre_nms_top_n": self.pre_nms_top_n,
+            "nms_thresh": self.nms_thresh,
+            "max_detections": self.max_detections,
+            "min_size": self.min_size,
+            "max_size": self.max_size,
+            "size_divisibility": self.size_divisibility,
+            "head_num_convs": self.head_num_convs,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DetectorConfig":
+        d = dict(d)
+        d["backbone"] = BackboneConfig.from_dict(d["backbone"])
+        d["tower"] = DyHeadConfig.from_dict(d["tower"])
+        return cls(**d)
+
+    def replace(self, **changes) -> "DetectorConfig":
+        return replace(self, **changes)
+
+
+def _official_r50(num_blocks: int, head_num_convs: int = 0) -> DetectorConfig:
+    return DetectorConfig(
+        backbone=BackboneConfig(kind="resnet_msra", depth=50, stem_out=64, base_width=64, res2_out=256),
+        fpn_channels=256,
+        tower=DyHeadConfig(num_blocks=num_blocks, channels=256),
+        num_classes=80,
+        class_names=COCO_CLASS_NAMES,
+        category_ids=COCO_CATEGORY_IDS,
+        head_num_convs=head_num_convs,
+    )
+
+
+PRESETS: dict[str, DetectorConfig] = {
+    # The official release: dyhead_r50_atss_fpn_1x (R50 MSRA, 256 channels, 6 blocks, COCO).
+    "atss_r50_dyhead6": _official_r50(num_blocks=6),
+    # ATSS without DyHead: the original 4-conv towers on the FPN (paper Table 2 baseline).
+    "atss_r50_baseline": _official_r50(num_blocks=0, head_num_convs=4),
+    # A small model trained from scratch on a CPU with the project's demo data.
+    "demo": DetectorConfig(
+        backbone=BackboneConfig(kind="small", small_widths=(16, 24, 32, 64, 128)),
+        fpn_channels=64,
+        tower=DyHeadConfig(num_blocks=6, channels=64),
+        num_classes=3,
+        class_names=("circle", "square", "triangle"),
+        category_ids=(1, 2, 3),
+        min_size=320,
+        max_size=512,
+    ),
+}
+
+
+def feature_sizes(height: int, width: int, num_levels: int = 5, first_stride: int = 8) -> list[tuple[int, int]]:
+    """Sizes of P3..P7 for a padded input: every stride-2 conv halves by ceil."""
+    sizes = []
+    h, w, s = height, width, 1
+    while s < first_stride:
+        h, w, s = -(-h // 2), -(-w // 2), s * 2
+    for _ in range(num_levels):
+        sizes.append((h, w))
+        h, w = -(-h // 2), -(-w // 2)
+    return sizes
+
+
+@dataclass
+class HeadOutputs:
+    """Everything one forward pass computed, per level (index 0 = P3)."""
+
+    cls_logits: list[Tensor]  # [N, K, H_l, W_l]
+    bbox_deltas: list[Tensor]  # [N, 4, H_l, W_l], (dx, dy, dw, dh) after the level's Scale
+    centerness: list[Tensor]  # [N, 1, H_l, W_l]
+    pyramid: list[Tensor]  # [N, F, H_l, W_l], FPN outputs = tower input
+    features: list[Tensor]  # [N, F, H_l, W_l], tower outputs = head input
+    trace: Optional[object] = None  # dyhead.tower.TowerTrace when asked for
+    bottom_up: list[Tensor] = field(default_factory=list)  # C3, C4, C5
+
+
+class DyHeadDetector(nn.Module):
+    def __init__(self, config: DetectorConfig) -> None:
+        super().__init__()
+        from .tower import DyHeadTower
+
+        self.config = config
+        self.backbone: BackboneWithFPN = build_backbone(config.backbone, config.fpn_channels)
+        self.tower = DyHeadTower(config.tower)
+        self.head = ATSSHead(config.fpn_channels, config.num_classes, len(config.strides), config.head_num_convs)
+        self.box_coder = BoxCoder(config.box_weights)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, images: Tensor, switches: SwitchesArg = None, return_trace: bool = False) -> HeadOutputs:
+        """images [N, 3, Hp, Wp], normalised and padded (see `preprocess`) -> `HeadOutputs`."""
+        bottom_up, pyramid = self.backbone.forward_features(images)  # P3..P7, [N, F, H_l, W_l]
+        if return_trace:
+            features, trace = self.tower(pyramid, switches=switches, return_trace=True)
+        else:
+            features, trace = self.tower(pyramid, switches=switches), None
+        cls_logits, bbox_deltas, centerness = self.head(features)
+        return HeadOutputs(cls_logits, bbox_deltas, centerness, pyramid, features, trace, bottom_up)
+
+    def anchors(self, images: Tensor) -> list[Tensor]:
+        """Anchors [A_l, 4] of each level for a padded batch [N, 3, Hp, Wp] (shared by all images)."""
+        sizes = feature_sizes(images.shape[-2], images.shape[-1], len(self.config.strides), self.config.strides[0])
+        return level_anchors(sizes, self.config.strides, self.config.anchor_scale, self.config.anchor_offset, images.device)
+
+    def preprocess(
+        self, images: Sequence[np.ndarray]
+    ) -> tuple[Tensor, list[tuple[int, int]], list[tuple[int, int]]]:
+        """HxWx3 uint8 RGB arrays -> (padded normalised batch on the model's device, resized sizes,
+        original sizes)."""
+        cfg = self.config
+        original_sizes = [(int(im.shape[0]), int(im.shape[1])) for im in images]
+        resized = [resize_image(im, cfg.min_size, cfg.max_size) for im in images]
+        bb = cfg.backbone
+        batch, resized_sizes = to_model_input(resized, bb.pixel_format, bb.pixel_mean, bb.pixel_std, cfg.size_divisibility)
+        return batch.to(self.device), resized_sizes, original_sizes
+
+    def postprocess(
+        self,
+        outputs: HeadOutputs,
+        anchors: Sequence[Tensor],
+        resized_sizes: Sequence[tuple[int, int]],
+        original_sizes: Sequence[tuple[int, int]],
+        return_candidates: bool = False,
+    ):
+        """Head outputs -> one `Detections` per image in original-image pixels.
+        With `return_candidates`: a list of (final, resized-image detections, `Candidates`) instead."""
+        cfg = self.config
+        results = []
+        for i, (rsize, osize) in enumerate(zip(resized_sizes, original_sizes)):
+            dets_resized, cands = postprocess_image(
+                [c[i].float() for c in outputs.cls_logits],
+                [b[i].float() for b in outputs.bbox_deltas],
+                [c[i].float() for c in outputs.centerness],
+                anchors,
+                self.box_coder,
+                cfg.score_thresh,
+                cfg.pre_nms_top_n,
+                cfg.nms_thresh,
+                cfg.max_detections,
+                return_candidates=True,
+            )
+            final = rescale_detections(dets_resized, rsize, osize)
+            results.append((final, dets_resized, cands) if return_candidates else final)
+        return results
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        images: Sequence[np.ndarray],
+        switches: SwitchesArg = None,
+        return_trace: bool = False,
+        autocast: bool = True,
+    ):
+        """HxWx3 uint8 RGB images -> list of `Detections` (original-image pixels, labels 0..K-1).
+        With `return_trace`, returns ``(detections, HeadOutputs)`` with the tower trace inside.
+        On CUDA the network runs under float16 autocast unless `autocast` is False."""
+        if self.training:
+            raise RuntimeError("predict() needs the model in eval mode: call model.eval() first")
+        batch, resized_sizes, original_sizes = self.preprocess(images)
+        use_amp = autocast and batch.device.type == "cuda"
+        ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+        with ctx:
+            outputs = self(batch, switches=switches, return_trace=return_trace)
+        dets = self.postprocess(outputs, self.anchors(batch), resized_sizes, original_sizes)
+        return (dets, outputs) if return_trace else dets
+
+
+def build_detector(cfg: DetectorConfig) -> DyHeadDetector:
+    return DyHeadDetector(cfg)
