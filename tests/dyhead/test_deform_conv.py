@@ -1,0 +1,115 @@
+"""The fast modulated deformable conv against torchvision's `deform_conv2d` (values and gradients)."""
+
+import pytest
+import torch
+from torchvision.ops import deform_conv2d
+
+from dyhead.ops.deform_conv import (
+    DeformConvInputError,
+    modulated_deform_conv2d,
+    resolve_impl,
+)
+
+
+def _make_case(n, c_in, c_out, h, w, stride, dtype, offset_kind, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h_out = (h + 2 - 3) // stride + 1
+    w_out = (w + 2 - 3) // stride + 1
+    x = torch.randn(n, c_in, h, w, generator=g, dtype=dtype)
+    if offset_kind == "smooth":
+        offset = torch.randn(n, 18, h_out, w_out, generator=g, dtype=dtype) * 1.5
+    elif offset_kind == "far":
+        # Most samples land outside the map or straddle its border.
+        offset = torch.randn(n, 18, h_out, w_out, generator=g, dtype=dtype) * max(h, w)
+    else:
+        # Exact 0.5 / 1 px grid: positions hit -1, 0, H-1, H and half-way points exactly.
+        offset = torch.randint(-6, 7, (n, 18, h_out, w_out), generator=g).to(dtype) * 0.5
+    mask = torch.rand(n, 9, h_out, w_out, generator=g, dtype=dtype)
+    weight = torch.randn(c_out, c_in, 3, 3, generator=g, dtype=dtype) * 0.2
+    bias = torch.randn(c_out, generator=g, dtype=dtype)
+    return x, offset, mask, weight, bias
+
+
+CASES = [
+    # n, c_in, c_out, h, w, stride, dtype, offsets
+    (2, 5, 7, 9, 11, 1, torch.float64, "smooth"),
+    (3, 4, 6, 13, 10, 2, torch.float64, "far"),
+    (2, 6, 3, 7, 9, 1, torch.float64, "grid"),
+    (1, 3, 4, 11, 7, 2, torch.float64, "grid"),
+    (2, 16, 8, 12, 15, 1, torch.float32, "smooth"),
+    (2, 8, 16, 15, 12, 2, torch.float32, "grid"),
+    (1, 4, 4, 1, 1, 1, torch.float32, "far"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[3]}x{c[4]}s{c[5]}{str(c[6])[-2:]}{c[7]}")
+def test_forward_and_gradients_match_torchvision(case):
+    *shape, dtype, kind = case
+    tensors = _make_case(*shape, dtype, kind)
+    stride = shape[5]
+    tol = dict(atol=1e-10, rtol=1e-9) if dtype == torch.float64 else dict(atol=2e-5, rtol=1e-4)
+
+    ours_in = [t.clone().requires_grad_() for t in tensors]
+    ref_in = [t.clone().requires_grad_() for t in tensors]
+    x, off, m, w, b = ours_in
+    ours = modulated_deform_conv2d(x, off, m, w, b, stride=stride, padding=1, impl="fast")
+    x, off, m, w, b = ref_in
+    ref = deform_conv2d(x, off, w, b, stride=stride, padding=1, mask=m)
+    torch.testing.assert_close(ours, ref, **tol)
+
+    upstream = torch.randn_like(ref)
+    ours.backward(upstream)
+    ref.backward(upstream)
+    for name, a, r in zip(("input", "offset", "mask", "weight", "bias"), ours_in, ref_in):
+        torch.testing.assert_close(a.grad, r.grad, **tol, msg=lambda s: f"grad {name}: {s}")
+
+    # Inference path (multiply first, then gather) gives the same values.
+    with torch.no_grad():
+        again = modulated_deform_conv2d(*tensors, stride=stride, padding=1, impl="fast")
+    torch.testing.assert_close(again, ref.detach(), **tol)
+
+
+def test_gradcheck_float64_tiny():
+    x, off, m, w, b = _make_case(1, 2, 2, 4, 5, 1, torch.float64, "smooth", seed=3)
+    # Fractional part 0.3 everywhere: away from integer positions, where bilinear sampling has a kink.
+    off = off.round() + 0.3
+    inputs = [t.clone().requires_grad_() for t in (x, off, m, w, b)]
+
+    def fn(*args):
+        return modulated_deform_conv2d(*args, stride=1, padding=1, impl="fast")
+
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6)
+
+
+def test_zero_offsets_unit_mask_is_ordinary_conv():
+    x, _, _, w, b = _make_case(2, 4, 5, 8, 9, 2, torch.float64, "smooth")
+    off = torch.zeros(2, 18, 4, 5, dtype=torch.float64)
+    m = torch.ones(2, 9, 4, 5, dtype=torch.float64)
+    ours = modulated_deform_conv2d(x, off, m, w, b, stride=2, padding=1, impl="fast")
+    torch.testing.assert_close(ours, torch.nn.functional.conv2d(x, w, b, stride=2, padding=1))
+
+
+def test_impl_switch(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("DYHEAD_DEFORM_IMPL", raising=False)
+    assert resolve_impl("auto", cpu) == "fast"
+    assert resolve_impl("auto", torch.device("cuda")) == "torchvision"
+    assert resolve_impl("torchvision", cpu) == "torchvision"
+    monkeypatch.setenv("DYHEAD_DEFORM_IMPL", "torchvision")
+    assert resolve_impl("auto", cpu) == "torchvision"
+    assert resolve_impl("fast", cpu) == "fast"
+    monkeypatch.setenv("DYHEAD_DEFORM_IMPL", "bogus")
+    with pytest.raises(DeformConvInputError, match="DYHEAD_DEFORM_IMPL"):
+        resolve_impl("auto", cpu)
+    with pytest.raises(DeformConvInputError, match="impl must be one of"):
+        resolve_impl("cuda", cpu)
+
+
+def test_bad_shapes_are_named():
+    x, off, m, w, b = _make_case(1, 4, 4, 8, 8, 1, torch.float32, "smooth")
+    with pytest.raises(DeformConvInputError, match="offset must have shape"):
+        modulated_deform_conv2d(x, off[:, :, :4], m, w, b)
+    with pytest.raises(DeformConvInputError, match="mask must have shape"):
+        modulated_deform_conv2d(x, off, m[:, :8], w, b)
+    with pytest.raises(DeformConvInputError, match="input channels"):
+        modulated_deform_conv2d(x[:, :3], off, m, w, b)
