@@ -1,0 +1,546 @@
+"""Learned scale ratios over a dataset (paper Figure 3).
+
+The paper: "the learned scale ratios (calculated by dividing the learned weight of higher resolution
+by the learned weight of lower resolution)", one histogram per level over all COCO val2017 images.
+
+In the official block, output level l averages up to three branches, each weighted by a scale-
+attention scalar per image: w(l <- l-1) from the finer (higher-resolution) level, w(l <- l) from
+level l itself and w(l <- l+1) from the coarser (lower-resolution) level. The ratio used here
+(`RATIO_DEFINITION`):
+
+    ratio(l) = w(l <- l-1) / w(l <- l+1)          for the inner levels P4, P5, P6
+    ratio(P3) = w(P3 <- P3) / w(P3 <- P4)          (no finer neighbour: the level itself in its place)
+    ratio(P7) = w(P7 <- P6) / w(P7 <- P7)          (no coarser neighbour: the level itself in its place)
+
+ratio > 1: level l leans towards the higher-resolution source; < 1: towards the lower-resolution one.
+Levels are P3..P7 (strides 8..128); the paper's figure numbers them the other way round ("level 5" =
+P3, the highest resolution). The raw weights are kept (CSV, long format) so that any other
+definition can be computed from the same pass.
+
+The pass streams over the dataset in batches, appends each batch to the CSV (flushed) and records the
+finished image ids in a side file; run again, it resumes where it stopped. Under ``torchrun`` each
+rank takes images rank::world into its own shard and rank 0 merges the shards when all are done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dyhead.preprocess import ImageLoadError, load_image
+
+from .levels import LEVEL_NOTE, level_label, level_name, level_stride, paper_level
+from .sources import ImageRecord, dataset_images, resolve_dataset
+
+__all__ = [
+    "RATIO_DEFINITION",
+    "WEIGHT_COLUMNS",
+    "RATIO_COLUMNS",
+    "ScaleRatioRun",
+    "scale_ratio",
+    "weights_from_trace",
+    "collect_scale_weights",
+    "compute_ratios",
+    "ratio_summary",
+    "read_table",
+    "shard_path",
+    "merge_shards",
+    "plot_scale_ratios",
+    "plotly_scale_ratios",
+]
+
+RATIO_DEFINITION = (
+    "scale ratio of level l = w(l<-l-1) / w(l<-l+1): the scale-attention weight of the finer "
+    "(higher-resolution) source divided by that of the coarser (lower-resolution) source; at P3, "
+    "which has no finer neighbour, w(P3<-P3) / w(P3<-P4); at P7, which has no coarser neighbour, "
+    "w(P7<-P6) / w(P7<-P7); ratio > 1 leans to higher resolution"
+)
+
+WEIGHT_COLUMNS = ("image_id", "file_name", "block", "level", "level_name", "source_level", "source_name", "weight")
+RATIO_COLUMNS = ("image_id", "file_name", "block", "level", "level_name", "paper_level", "numerator_source",
+                 "denominator_source", "ratio")
+_WEIGHTS_PREAMBLE = (
+    "scale-attention weights w(level <- source_level) of every image, block (0-based) and output level; "
+    + LEVEL_NOTE,
+    RATIO_DEFINITION,
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# The ratio
+
+
+def ratio_sources(level: int, num_levels: int) -> tuple[int, int]:
+    """(numerator source, denominator source) of level `level` (see `RATIO_DEFINITION`)."""
+    finer = level - 1 if level > 0 else level
+    coarser = level + 1 if level < num_levels - 1 else level
+    return finer, coarser
+
+
+def scale_ratio(weights: dict[int, float], level: int, num_levels: int) -> float:
+    """The scale ratio of one level from its weights {source level: weight} (`RATIO_DEFINITION`)."""
+    num, den = ratio_sources(level, num_levels)
+    return float(weights[num]) / float(weights[den])
+
+
+def weights_from_trace(trace, records: Sequence[ImageRecord]) -> list[tuple]:
+    """Rows (image_id, file_name, block, level, level_name, source_level, source_name, weight) from a
+    `TowerTrace` of a batch whose images are `records`, in (image, block, level, source) order."""
+    # One device->host copy per (block, level, source): [N] each.
+    values = [
+        [{src: lt.scale_weights[src].float().cpu().tolist() for src in sorted(lt.scale_weights)} for lt in block.levels]
+        for block in trace.blocks
+    ]
+    rows = []
+    for i, rec in enumerate(records):
+        for b, block_values in enumerate(values):
+            for level, per_source in enumerate(block_values):
+                for src, w in per_source.items():
+                    rows.append((rec.image_id, rec.file_name, b, level, level_name(level), src, level_name(src), w[i]))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# CSV files with a '#' preamble, written incrementally
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV written by this module: leading '# ...' lines are metadata (in `df.attrs["notes"]`)."""
+    path = Path(path)
+    notes = []
+    with path.open("r", encoding="utf-8") as f:
+        for line in f:
+            if not line.startswith("#"):
+                break
+            notes.append(line[1:].strip())
+    df = pd.read_csv(path, skiprows=len(notes), keep_default_na=False, dtype={"file_name": str})
+    df.attrs["notes"] = notes
+    return df
+
+
+def _write_preamble(f, notes: Sequence[str], columns: Sequence[str]) -> None:
+    for note in notes:
+        f.write(f"# {note}\n")
+    f.write(",".join(columns) + "\n")
+
+
+def _csv_field(value) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    text = str(value)
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _format_rows(rows: Sequence[tuple]) -> str:
+    return "".join(",".join(_csv_field(v) for v in row) + "\n" for row in rows)
+
+
+def shard_path(out_csv: str | Path, rank: int, world_size: int) -> Path:
+    """The file one rank writes: the output itself for one process, else ``<stem>.rank{r}of{w}.csv``."""
+    out_csv = Path(out_csv)
+    if world_size == 1:
+        return out_csv
+    return out_csv.with_name(f"{out_csv.stem}.rank{rank}of{world_size}{out_csv.suffix}")
+
+
+def _done_path(csv_path: Path) -> Path:
+    return csv_path.with_name(csv_path.name + ".done")
+
+
+def _complete_path(csv_path: Path) -> Path:
+    return csv_path.with_name(csv_path.name + ".complete")
+
+
+def _resume(csv_path: Path, notes: Sequence[str], columns: Sequence[str]) -> set[int]:
+    """Prepare `csv_path` for appending; return the image ids finished in an earlier run.
+
+    An image counts as finished when its id is in the ``.done`` side file, which is written after the
+    image's rows were flushed. A partially written last line (a run killed mid-write) is truncated,
+    and rows of images that are not finished are removed, so that they are recomputed whole.
+    """
+    done_file = _done_path(csv_path)
+    if not csv_path.exists():
+        done_file.unlink(missing_ok=True)
+        with csv_path.open("w", encoding="utf-8") as f:
+            _write_preamble(f, notes, columns)
+        return set()
+    done: set[int] = set()
+    if done_file.exists():
+        text = done_file.read_text()
+        lines = text.split("\n")
+        if not text.endswith("\n"):
+            lines = lines[:-1]  # a partial last id
+        done = {int(x) for x in lines if x.strip()}
+    raw = csv_path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]  # drop a partially written last line
+    lines = raw.decode("utf-8").splitlines(keepends=True)
+    n_notes = 0
+    while n_notes < len(lines) and lines[n_notes].startswith("#"):
+        n_notes += 1
+    header = lines[n_notes].rstrip("\n") if n_notes < len(lines) else None
+    if header != ",".join(columns):
+        raise ValueError(f"{csv_path} exists but is not a file this analysis wrote (header {header!r}); "
+                         "remove it or choose another --out")
+    old_notes = [line[1:].strip() for line in lines[:n_notes]]
+    if old_notes != list(notes):
+        raise ValueError(
+            f"{csv_path} holds results of another model, dataset or batch size ({old_notes[-1] if old_notes else ''}); "
+            "remove it (and its .done file) or choose another --out"
+        )
+    kept = lines[: n_notes + 1]
+    for line in lines[n_notes + 1:]:
+        image_id = int(line.split(",", 1)[0])
+        if image_id in done:
+            kept.append(line)
+    csv_path.write_text("".join(kept), encoding="utf-8")
+    done_file.write_text("".join(f"{i}\n" for i in sorted(done)))
+    return done
+
+
+# ------------------------------------------------------------------------------------------------
+# The pass over a dataset
+
+
+@dataclass
+class ScaleRatioRun:
+    weights_csv: Path  # the merged (or only) file of raw weights; None until merged on rank 0
+    shard_csv: Path
+    images: int  # images of this rank
+    computed: int  # images computed in this call (the rest were finished before)
+    skipped: list[tuple[str, str]]  # (file, reason) of unreadable images
+    merged: bool
+
+
+def model_fingerprint(model) -> str:
+    """A short hash of the model's config and parameter values (to refuse resuming another model's file)."""
+    import hashlib
+
+    config = getattr(model, "config", None)
+    text = json.dumps(config.to_dict(), sort_keys=True) if hasattr(config, "to_dict") else type(model).__name__
+    with torch.no_grad():
+        sums = torch.stack([p.detach().float().abs().sum() for p in model.parameters()]).cpu().tolist()
+    text += ";" + ",".join(f"{v:.5g}" for v in sums)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def collect_scale_weights(
+    model,
+    data_root: Optional[str | Path],
+    out_csv: str | Path,
+    split: str = "val",
+    max_images: Optional[int] = None,
+    batch_size: int = 1,
+    rank: Optional[int] = None,
+    world_size: Optional[int] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+    show_progress: bool = True,
+    merge_timeout_s: float = 3600.0,
+) -> ScaleRatioRun:
+    """Record every scale-attention weight of the model over a COCO split into `out_csv` (long
+    format, `WEIGHT_COLUMNS`), resuming a run that was interrupted.
+
+    Images are taken in increasing image-id order (the first `max_images`); rank r of `world_size`
+    takes images r::world_size (defaults: torch.distributed's, or the RANK / WORLD_SIZE variables,
+    else 0 of 1). With several ranks each writes `shard_path(out_csv, r, w)`; rank 0 then waits for
+    every shard to be complete and merges them into `out_csv` in image order.
+
+    batch_size: images per forward pass. Images of a batch are padded to a common size, and scale
+    attention pools over the padded map, so batch 1 (the official test path) gives each image's own
+    weights; larger batches are faster on a GPU and differ slightly for the smaller images.
+    Batches are formed from fixed positions in the rank's list, so a resumed run batches exactly as
+    an uninterrupted one. progress(done, total) is called after every computed batch (and once at the start of a resumed
+    run), counting this rank's images.
+    On CUDA the network runs under float16 autocast.
+    """
+    if rank is None or world_size is None:
+        r, w = _dist_rank_world()
+        rank = r if rank is None else rank
+        world_size = w if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is out of range for world size {world_size}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    all_records = dataset_images(data_root, split, max_images)
+    records = all_records[rank::world_size]
+    shard = shard_path(out_csv, rank, world_size)
+    _complete_path(shard).unlink(missing_ok=True)
+    run_note = "run: " + json.dumps(
+        {"model": model_fingerprint(model), "annotations": str(dataset_annotation_file(data_root, split)),
+         "batch_size": batch_size}, sort_keys=True)
+    done = _resume(shard, _WEIGHTS_PREAMBLE + (run_note,), WEIGHT_COLUMNS)
+
+    model.eval()
+    device = next(model.parameters()).device
+    use_amp = device.type == "cuda"
+    skipped: list[tuple[str, str]] = []
+    computed = 0
+    finished = sum(1 for r in records if r.image_id in done)
+    batches = [records[i:i + batch_size] for i in range(0, len(records), batch_size)]
+    bar = _progress_bar(len(records), finished, show_progress, f"scale weights [{rank}/{world_size}]")
+    if progress is not None and finished:
+        progress(finished, len(records))  # resumed: what an earlier run finished
+    try:
+        with shard.open("a", encoding="utf-8") as csv_file, _done_path(shard).open("a") as done_file:
+            for batch in batches:
+                todo = [r for r in batch if r.image_id not in done]
+                if todo:
+                    loaded, images = [], []
+                    for rec in batch:  # the whole batch, so that its padding matches an uninterrupted run
+                        try:
+                            images.append(load_image(rec.path))
+                            loaded.append(rec)
+                        except ImageLoadError as exc:
+                            if rec in todo:
+                                skipped.append((str(rec.path), str(exc)))
+                    if loaded:
+                        trace = _trace(model, images, use_amp)
+                        keep = [rec in todo for rec in loaded]
+                        rows = weights_from_trace(trace, loaded)
+                        per_image = len(rows) // len(loaded)
+                        rows = [row for i, k in enumerate(keep) if k for row in rows[i * per_image:(i + 1) * per_image]]
+                        csv_file.write(_format_rows(rows))
+                        csv_file.flush()
+                        os.fsync(csv_file.fileno())
+                    for rec in todo:
+                        done_file.write(f"{rec.image_id}\n")
+                        done.add(rec.image_id)
+                    done_file.flush()
+                    computed += len(todo)
+                    finished += len(todo)
+                    if bar is not None:
+                        bar.update(len(todo))
+                    if progress is not None:
+                        progress(finished, len(records))
+    finally:
+        if bar is not None:
+            bar.close()
+    _complete_path(shard).write_text(f"{len(records)}\n")
+
+    merged = False
+    if world_size > 1 and rank == 0:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        merge_shards(out_csv, world_size, all_records, timeout_s=merge_timeout_s)
+        merged = True
+    elif world_size == 1:
+        merged = True
+    elif torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return ScaleRatioRun(out_csv if merged else None, shard, len(records), computed, skipped, merged)
+
+
+def dataset_annotation_file(data_root, split: str) -> Path:
+    return resolve_dataset(data_root, split).annotation_file
+
+
+def _progress_bar(total: int, initial: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="img", file=sys.stderr)
+
+
+@torch.inference_mode()
+def _trace(model, images: list[np.ndarray], use_amp: bool):
+    """Backbone + DyHead tower with the trace (the prediction head is not needed)."""
+    batch, _, _ = model.preprocess(images)
+    ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+    with ctx:
+        _, pyramid = model.backbone.forward_features(batch)
+        _, trace = model.tower(pyramid, return_trace=True)
+    return trace
+
+
+def merge_shards(out_csv: str | Path, world_size: int, records: Optional[Sequence[ImageRecord]] = None,
+                 timeout_s: float = 3600.0, poll_s: float = 1.0) -> Path:
+    """Wait until every rank's shard is complete, then write `out_csv` with all rows in image order
+    (the order of `records` when given, else increasing image id)."""
+    out_csv = Path(out_csv)
+    shards = [shard_path(out_csv, r, world_size) for r in range(world_size)]
+    deadline = time.monotonic() + timeout_s
+    while not all(_complete_path(s).exists() for s in shards):
+        if time.monotonic() > deadline:
+            missing = [str(s) for s in shards if not _complete_path(s).exists()]
+            raise TimeoutError(f"shards not complete after {timeout_s:.0f} s: {missing}")
+        time.sleep(poll_s)
+    frames = [read_table(s) for s in shards]
+    df = pd.concat(frames, ignore_index=True)
+    if records is not None:
+        order = {rec.image_id: i for i, rec in enumerate(records)}
+        df["_order"] = df["image_id"].map(order)
+    else:
+        df["_order"] = df["image_id"]
+    df = df.sort_values(["_order", "block", "level", "source_level"], kind="stable").drop(columns="_order")
+    tmp = out_csv.with_name(out_csv.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        _write_preamble(f, frames[0].attrs["notes"], WEIGHT_COLUMNS)
+        f.write(_format_rows(list(df[list(WEIGHT_COLUMNS)].itertuples(index=False, name=None))))
+    tmp.replace(out_csv)
+    _done_path(out_csv).write_text("".join(f"{i}\n" for i in dict.fromkeys(df["image_id"].tolist())))
+    return out_csv
+
+
+# ------------------------------------------------------------------------------------------------
+# Ratios and summaries
+
+
+def compute_ratios(weights: pd.DataFrame, num_levels: Optional[int] = None) -> pd.DataFrame:
+    """One row per (image, block, level) with the scale ratio (`RATIO_COLUMNS`, `RATIO_DEFINITION`)."""
+    if num_levels is None:
+        num_levels = int(weights["level"].max()) + 1
+    w = weights.set_index(["image_id", "block", "level", "source_level"])["weight"]
+    keys = weights[["image_id", "file_name", "block", "level"]].drop_duplicates()
+    rows = []
+    for image_id, file_name, block, level in keys.itertuples(index=False, name=None):
+        num, den = ratio_sources(level, num_levels)
+        ratio = w[(image_id, block, level, num)] / w[(image_id, block, level, den)]
+        rows.append((image_id, file_name, block, level, level_name(level), paper_level(level, num_levels),
+                     level_name(num), level_name(den), float(ratio)))
+    df = pd.DataFrame(rows, columns=list(RATIO_COLUMNS))
+    df.attrs["definition"] = RATIO_DEFINITION
+    return df
+
+
+def write_ratios_csv(ratios: pd.DataFrame, path: str | Path) -> Path:
+    path = Path(path)
+    with path.open("w", encoding="utf-8") as f:
+        _write_preamble(f, (RATIO_DEFINITION, LEVEL_NOTE), RATIO_COLUMNS)
+        f.write(_format_rows(list(ratios[list(RATIO_COLUMNS)].itertuples(index=False, name=None))))
+    return path
+
+
+def ratio_summary(ratios: pd.DataFrame) -> pd.DataFrame:
+    """Per block and level: images, median, geometric mean, 10th/90th percentile and the share of
+    images with ratio > 1."""
+    def stats(r: pd.Series) -> pd.Series:
+        v = r.to_numpy(dtype=float)
+        return pd.Series({
+            "images": len(v),
+            "median": float(np.median(v)),
+            "geo_mean": float(np.exp(np.mean(np.log(v)))),
+            "p10": float(np.percentile(v, 10)),
+            "p90": float(np.percentile(v, 90)),
+            "share_above_1": float(np.mean(v > 1.0)),
+        })
+
+    out = ratios.groupby(["block", "level", "level_name"])["ratio"].apply(stats).unstack().reset_index()
+    out["images"] = out["images"].astype(int)
+    out.attrs["definition"] = RATIO_DEFINITION
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures
+
+_LEVEL_COLORS = ("#6a3d9a", "#e31a1c", "#33a02c", "#ff7f00", "#1f78b4")  # P3 purple ... P7 blue, as the paper
+
+
+def _log_bins(values: np.ndarray, bins: int) -> np.ndarray:
+    lo, hi = float(np.min(values)), float(np.max(values))
+    span = max(abs(np.log10(lo)), abs(np.log10(hi)), 1e-3) * 1.05  # symmetric around 1
+    return np.logspace(-span, span, bins + 1)
+
+
+def plot_scale_ratios(ratios: pd.DataFrame, blocks: Optional[Sequence[int]] = None, bins: int = 40):
+    """Per-level histograms of the scale ratio (log x axis, centred on 1), one panel per block plus a
+    larger panel for the last block as in the paper's Figure 3."""
+    import matplotlib.pyplot as plt
+
+    all_blocks = sorted(ratios["block"].unique())
+    blocks = list(all_blocks if blocks is None else blocks)
+    last = all_blocks[-1]
+    levels = sorted(ratios["level"].unique())
+    num_levels = len(levels)
+    edges = _log_bins(ratios["ratio"].to_numpy(float), bins)
+    ncols = min(3, len(blocks))
+    nrows = -(-len(blocks) // ncols)
+    fig = plt.figure(figsize=(4.0 * ncols + 5.0, 2.8 * max(nrows, 1.5) + 0.8))
+    grid = fig.add_gridspec(nrows, ncols + 2)
+    for k, b in enumerate(blocks):
+        ax = fig.add_subplot(grid[k // ncols, k % ncols])
+        _hist_panel(ax, ratios[ratios.block == b], levels, num_levels, edges, small=True)
+        ax.set_title(f"block {b + 1}", fontsize=9)
+    ax = fig.add_subplot(grid[:, ncols:])
+    _hist_panel(ax, ratios[ratios.block == last], levels, num_levels, edges, small=False)
+    ax.set_title(f"last block ({last + 1}): scale ratio per level", fontsize=10)
+    ax.legend(fontsize=8, frameon=False, loc="upper right")
+    n_images = ratios["image_id"].nunique()
+    caption = (f"{n_images} images. " + RATIO_DEFINITION + ". " + LEVEL_NOTE + ".")
+    fig.text(0.01, 0.005, _wrap(caption, 170), fontsize=7, va="bottom")
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
+    return fig
+
+
+def _hist_panel(ax, df: pd.DataFrame, levels, num_levels: int, edges: np.ndarray, small: bool) -> None:
+    for level in levels:
+        v = df.loc[df.level == level, "ratio"].to_numpy(float)
+        if v.size == 0:
+            continue
+        ax.hist(v, bins=edges, alpha=0.55, color=_LEVEL_COLORS[level % len(_LEVEL_COLORS)],
+                label=level_label(level, num_levels))
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_xscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if _is_nice(v) else ""))
+    ax.axvline(1.0, color="0.3", lw=0.8, ls="--")
+    ax.set_xlabel("scale ratio w(finer) / w(coarser)", fontsize=7 if small else 9)
+    ax.set_ylabel("images", fontsize=7 if small else 9)
+    ax.tick_params(labelsize=7 if small else 8)
+
+
+def _is_nice(v: float) -> bool:
+    m = v / 10 ** np.floor(np.log10(v))
+    return bool(np.isclose(m, 2) or np.isclose(m, 5))
+
+
+def plotly_scale_ratios(ratios: pd.DataFrame, block: Optional[int] = None, bins: int = 40):
+    """Interactive per-level histograms of one block (default: the last)."""
+    import plotly.graph_objects as go
+
+    if block is None:
+        block = int(ratios["block"].max())
+    df = ratios[ratios.block == block]
+    num_levels = int(ratios["level"].max()) + 1
+    edges = np.log10(_log_bins(ratios["ratio"].to_numpy(float), bins))
+    fig = go.Figure()
+    for level in sorted(df["level"].unique()):
+        v = np.log10(df.loc[df.level == level, "ratio"].to_numpy(float))
+        fig.add_trace(go.Histogram(
+            x=v, name=level_label(level, num_levels), opacity=0.6,
+            xbins=dict(start=float(edges[0]), end=float(edges[-1]), size=float(edges[1] - edges[0])),
+            marker_color=_LEVEL_COLORS[level % len(_LEVEL_COLORS)],
+        ))
+    fig.add_vline(x=0.0, line_dash="dash", line_color="gray")
+    fig.update_layout(barmode="overlay", title=f"Scale ratio per level, block {block + 1}",
+                      xaxis_title="log10 scale ratio  (w(finer) / w(coarser); 0 = equal)", yaxis_title="images")
+    return fig
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
