@@ -1,0 +1,207 @@
+"""Attention on/off at inference: COCO AP of one trained model with attentions switched off (an
+analogue of the paper's Table 1), and what changes in one image's detections.
+
+The paper's Table 1 retrains a model for every combination of scale-aware (L), spatial-aware (S) and
+task-aware (C) attention. Here one trained model is evaluated with attentions switched off at test
+time (`AttentionSwitches`, neutral values: scale weights 1, zero offsets with masks 1, a plain ReLU),
+in all 8 combinations and one attention in one block at a time. These knock-outs measure how much the
+trained model relies on each attention; they are not retrained ablations and need not match Table 1.
+
+AP numbers come from `dyhead.evaluate.evaluate_detector` (pycocotools COCOeval), in percent; NaN where
+the dataset has no object of that size range (COCOeval's -1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from dyhead.config import AttentionSwitches, knock_out
+
+from .detection_diff import diff_summary, match_detections, plot_detection_pair
+
+__all__ = [
+    "KNOCKOUT_NOTE",
+    "METRIC_COLUMNS",
+    "AblationSetting",
+    "table1_settings",
+    "knockout_settings",
+    "ablation_table",
+    "detection_changes",
+    "plot_ablation",
+    "plotly_ablation",
+    "plot_detection_changes",
+]
+
+KNOCKOUT_NOTE = (
+    "inference-time knock-outs of one trained model (attentions switched off at test time), "
+    "not retrained ablations as in the paper's Table 1"
+)
+METRIC_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+CHECK, CROSS = "\u2713", "\u2717"
+
+#: The paper's Table 1 row order as (L = scale, S = spatial, C = task).
+TABLE1_ORDER: tuple[tuple[bool, bool, bool], ...] = (
+    (False, False, False),
+    (True, False, False),
+    (False, True, False),
+    (False, False, True),
+    (False, True, True),
+    (True, False, True),
+    (True, True, False),
+    (True, True, True),
+)
+
+
+@dataclass(frozen=True)
+class AblationSetting:
+    name: str
+    kind: str  # "all blocks" or "one block"
+    switches: object  # AttentionSwitches or a per-block tuple
+    scale: bool
+    spatial: bool
+    task: bool
+    block: Optional[int] = None  # 1-based block of a one-block knock-out
+    attention: Optional[str] = None
+
+
+def table1_settings() -> list[AblationSetting]:
+    """The 8 on/off combinations in every block, in the paper's Table 1 order."""
+    out = []
+    for scale, spatial, task in TABLE1_ORDER:
+        sw = AttentionSwitches(scale=scale, spatial=spatial, task=task)
+        name = "L S C: " + " ".join(CHECK if v else CROSS for v in (scale, spatial, task))
+        out.append(AblationSetting(name, "all blocks", sw, scale, spatial, task))
+    return out
+
+
+def knockout_settings(num_blocks: int) -> list[AblationSetting]:
+    """One attention off in one block, all others on."""
+    out = []
+    for b in range(num_blocks):
+        for attention in ("scale", "spatial", "task"):
+            flags = {a: a != attention for a in ("scale", "spatial", "task")}
+            out.append(AblationSetting(f"block {b + 1}: {attention} off", "one block",
+                                       knock_out(num_blocks, b, attention), block=b + 1, attention=attention,
+                                       **flags))
+    return out
+
+
+def ablation_table(model, data_root, split: str = "val", max_images: Optional[int] = None,
+                   one_block: bool = True, batch_size: int = 4,
+                   progress: Optional[Callable[[int, int], None]] = None, show_progress: bool = False,
+                   settings: Optional[Sequence[AblationSetting]] = None) -> pd.DataFrame:
+    """COCO AP (percent) of `model` on a split for each setting: the 8 Table 1 combinations, then
+    (with `one_block`) every one-block knock-out. Columns: setting, kind, L, S, C (check marks),
+    block, attention, AP..APl, delta_AP (vs all on), images. `df.attrs["note"]` = `KNOCKOUT_NOTE`.
+    progress(done, total) is called after each setting."""
+    from dyhead.evaluate import evaluate_detector
+
+    if settings is None:
+        settings = table1_settings() + (knockout_settings(model.config.tower.num_blocks) if one_block else [])
+    rows = []
+    for i, s in enumerate(settings):
+        result = evaluate_detector(model, data_root, split, switches=s.switches, max_images=max_images,
+                                   batch_size=batch_size, progress=show_progress)
+        rows.append({
+            "setting": s.name, "kind": s.kind,
+            "L": CHECK if s.scale else CROSS, "S": CHECK if s.spatial else CROSS, "C": CHECK if s.task else CROSS,
+            "block": s.block if s.block is not None else "all", "attention": s.attention or "",
+            **{m: _percent(result[m]) for m in METRIC_COLUMNS},
+            "images": int(result["num_images"]),
+        })
+        if progress is not None:
+            progress(i + 1, len(settings))
+    df = pd.DataFrame(rows)
+    full = df[(df.kind == "all blocks") & (df.L == CHECK) & (df.S == CHECK) & (df.C == CHECK)]
+    df["delta_AP"] = df["AP"] - (float(full["AP"].iloc[0]) if len(full) else np.nan)
+    df.attrs["note"] = KNOCKOUT_NOTE
+    return df
+
+
+def _percent(value: float) -> float:
+    """COCOeval's fraction in percent; its -1 (no ground truth in that size range) becomes NaN."""
+    value = float(value)
+    return 100.0 * value if value >= 0 else float("nan")
+
+
+def detection_changes(model, image: np.ndarray, settings: Optional[Sequence[AblationSetting]] = None,
+                      iou_threshold: float = 0.5, score_threshold: float = 0.3):
+    """One image's detections with all attentions on (reference) and with each setting (default: each
+    attention off in every block). Returns (summary DataFrame with one row per setting: matched,
+    added, removed, mean |score change|, mean IoU; {setting name: DetectionDiff})."""
+    if settings is None:
+        settings = [AblationSetting(f"{a} off", "all blocks", AttentionSwitches(**{a: False}),
+                                    **{x: x != a for x in ("scale", "spatial", "task")})
+                    for a in ("scale", "spatial", "task")]
+    names = model.config.class_names
+    ref = model.predict([image])[0]
+    diffs, rows = {}, []
+    for s in settings:
+        other = model.predict([image], switches=s.switches)[0]
+        diff = match_detections(ref, other, iou_threshold, score_threshold, names)
+        diffs[s.name] = diff
+        rows.append({"setting": s.name, **diff_summary(diff)})
+    df = pd.DataFrame(rows)
+    df.attrs["note"] = (f"reference: all attentions on; boxes scoring >= {score_threshold:g}, matched within a class "
+                        f"greedily by IoU >= {iou_threshold:g}; " + KNOCKOUT_NOTE)
+    return df, diffs
+
+
+def plot_detection_changes(image: np.ndarray, diffs: dict, class_names=None):
+    """One side-by-side figure per setting: {setting name: figure}."""
+    return {name: plot_detection_pair(image, d, "all attentions on", name, class_names) for name, d in diffs.items()}
+
+
+def plot_ablation(df: pd.DataFrame):
+    """Left: AP of the 8 on/off combinations (Table 1 order); right: AP change of each one-block
+    knock-out (blocks x attention)."""
+    import matplotlib.pyplot as plt
+
+    t1 = df[df.kind == "all blocks"]
+    ko = df[df.kind == "one block"]
+    fig, axes = plt.subplots(1, 2 if len(ko) else 1, figsize=(11 if len(ko) else 6, 3.8), squeeze=False)
+    ax = axes[0, 0]
+    labels = [f"{r.L} {r.S} {r.C}" for r in t1.itertuples()]
+    ax.bar(range(len(t1)), t1["AP"], color="#4c72b0")
+    for x, v in enumerate(t1["AP"]):
+        ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(t1)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_xlabel("L (scale)  S (spatial)  C (task), on in every block")
+    ax.set_ylabel("AP (%)")
+    ax.set_title("Attentions switched off at inference", fontsize=9)
+    if len(ko):
+        ax2 = axes[0, 1]
+        blocks = sorted(ko.block.unique())
+        atts = ["scale", "spatial", "task"]
+        grid = np.array([[float(ko[(ko.block == b) & (ko.attention == a)].delta_AP.iloc[0]) for b in blocks] for a in atts])
+        lim = max(float(np.nanmax(np.abs(grid))), 1e-6)
+        im = ax2.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+        for (i, j), v in np.ndenumerate(grid):
+            ax2.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=7)
+        ax2.set_xticks(range(len(blocks)))
+        ax2.set_xticklabels([str(b) for b in blocks])
+        ax2.set_yticks(range(3))
+        ax2.set_yticklabels(atts)
+        ax2.set_xlabel("block with the attention off")
+        ax2.set_title("AP change, one attention off in one block", fontsize=9)
+        fig.colorbar(im, ax=ax2, label="AP change (points)")
+    images = int(df["images"].iloc[0]) if len(df) else 0
+    fig.text(0.01, 0.005, f"{images} images. " + KNOCKOUT_NOTE + ".", fontsize=7, va="bottom")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def plotly_ablation(df: pd.DataFrame):
+    import plotly.graph_objects as go
+
+    t1 = df[df.kind == "all blocks"]
+    fig = go.Figure(go.Bar(x=[f"L{r.L} S{r.S} C{r.C}" for r in t1.itertuples()], y=t1["AP"],
+                           text=[f"{v:.1f}" for v in t1["AP"]], textposition="outside"))
+    fig.update_layout(title="AP with attentions switched off at inference (one trained model)",
+                      yaxis_title="AP (%)", xaxis_title="L = scale, S = spatial, C = task")
+    return fig

@@ -1,0 +1,94 @@
+"""Attention on/off at inference (Table 1 analogue) and detection matching."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from analysis.ablation import (
+    KNOCKOUT_NOTE,
+    ablation_table,
+    detection_changes,
+    knockout_settings,
+    plot_ablation,
+    table1_settings,
+)
+from analysis.detection_diff import match_detections
+from analysis.sources import dataset_images
+from dyhead.config import AttentionSwitches
+from dyhead.evaluate import evaluate_detector
+from dyhead.postprocess import Detections
+from dyhead.preprocess import load_image
+
+
+def test_settings_follow_table1():
+    rows = [(s.scale, s.spatial, s.task) for s in table1_settings()]
+    assert rows[0] == (False, False, False) and rows[-1] == (True, True, True)
+    assert len(set(rows)) == 8
+    assert table1_settings()[2].name == "L S C: \u2717 \u2713 \u2717"  # spatial only, as Table 1's third row
+    ko = knockout_settings(3)
+    assert len(ko) == 9
+    s = ko[4]  # block 2, spatial off
+    assert (s.block, s.attention) == (2, "spatial")
+    assert s.switches == (AttentionSwitches(), AttentionSwitches(spatial=False), AttentionSwitches())
+
+
+def test_ablation_table_uses_cocoeval(tiny_model, tiny_data):
+    df = ablation_table(tiny_model, tiny_data, max_images=4)
+    assert len(df) == 8 + 2 * 3
+    assert df.attrs["note"] == KNOCKOUT_NOTE
+    full = df[(df.kind == "all blocks") & (df.L == "\u2713") & (df.S == "\u2713") & (df.C == "\u2713")].iloc[0]
+    ref = evaluate_detector(tiny_model, tiny_data, "val", max_images=4, progress=False)
+    assert full.AP == pytest.approx(100 * ref["AP"], abs=1e-9)
+    assert full.AP50 == pytest.approx(100 * ref["AP50"], abs=1e-9)
+    assert full.images == 4 and full.delta_AP == 0.0
+    off = df[df.setting == "L S C: \u2717 \u2717 \u2717"].iloc[0]
+    none = evaluate_detector(tiny_model, tiny_data, "val", switches=AttentionSwitches.all_off(), max_images=4,
+                             progress=False)
+    assert off.AP == pytest.approx(100 * none["AP"], abs=1e-9)
+    assert df.AP.nunique() > 1  # switching attentions off changes the tiny model's detections
+    assert all(math.isnan(v) or v >= 0 for v in df.APl)  # COCOeval's -1 (no such objects) is NaN
+    fig = plot_ablation(df)
+    assert KNOCKOUT_NOTE in fig.texts[0].get_text()
+
+
+def _dets(boxes, scores, labels) -> Detections:
+    return Detections(torch.tensor(boxes, dtype=torch.float32), torch.tensor(scores), torch.tensor(labels))
+
+
+def test_matching_by_class_and_iou():
+    ref = _dets([[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60], [0, 0, 10, 10]],
+                [0.9, 0.8, 0.7, 0.2], [0, 1, 0, 2])
+    other = _dets([[1, 0, 11, 10], [20, 20, 40, 40], [50, 50, 60, 60], [70, 70, 80, 80]],
+                  [0.6, 0.85, 0.7, 0.5], [0, 2, 0, 1])
+    diff = match_detections(ref, other, iou_threshold=0.5, score_threshold=0.3)
+    # the 0.2 box is below the threshold; box 1 changed class (removed + added); box 3 is new
+    assert list(zip(diff.matched.ref_index, diff.matched.other_index)) == [(0, 0), (2, 2)]
+    assert diff.matched.iou.iloc[0] == pytest.approx(90 / 110)
+    assert diff.matched.score_change.iloc[0] == pytest.approx(-0.3)
+    assert diff.matched.center_shift.iloc[0] == pytest.approx(1.0)
+    assert list(diff.removed["index"]) == [1]
+    assert sorted(diff.added["index"]) == [1, 3]
+    s = diff.summary
+    assert (s["reference"], s["other"], s["matched"], s["added"], s["removed"]) == (3, 4, 2, 2, 1)
+
+
+def test_greedy_matching_prefers_the_higher_iou():
+    ref = _dets([[0, 0, 10, 10], [2, 0, 12, 10]], [0.9, 0.8], [0, 0])
+    other = _dets([[2, 0, 12, 10]], [0.9], [0])
+    diff = match_detections(ref, other, score_threshold=0.0)
+    assert list(diff.matched.ref_index) == [1] and list(diff.removed["index"]) == [0]
+
+
+def test_detection_changes_on_one_image(tiny_model, tiny_data):
+    image = load_image(dataset_images(tiny_data, "val")[1].path)
+    summary, diffs = detection_changes(tiny_model, image, score_threshold=0.0)
+    assert list(summary.setting) == ["scale off", "spatial off", "task off"]
+    ref = tiny_model.predict([image])[0]
+    task_off = tiny_model.predict([image], switches=AttentionSwitches(task=False))[0]
+    row = summary.set_index("setting").loc["task off"]
+    assert row.reference == len(ref) and row.other == len(task_off)
+    assert row.matched + row.removed == row.reference and row.matched + row.added == row.other
+    assert set(diffs) == {"scale off", "spatial off", "task off"}
