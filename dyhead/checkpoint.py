@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -111,12 +112,19 @@ def read_checkpoint(path: PathLike) -> object:
         raise CheckpointNotFoundError(f"checkpoint path is not a file: {path}")
     if path.stat().st_size == 0:
         raise NotATorchFileError(f"{path}: empty file (0 bytes), not a torch checkpoint")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    # torch.save writes a zip archive; the legacy format and pickles of protocol >= 2 start with 0x80.
+    if not (magic.startswith(b"PK\x03\x04") or magic.startswith(b"\x80")):
+        raise NotATorchFileError(f"{path}: not a torch checkpoint (neither a torch zip archive nor a pickle)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # pickle-protocol chatter of plain pickles
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Weights only load failed" in text:
-            reason = next((line.strip() for line in text.splitlines() if "WeightsUnpickler error" in line), "")
+            reason = _weights_only_reason(text)
             raise UnsafeCheckpointError(
                 f"{path}: refused: unpickling this file needs arbitrary code, which torch.load(weights_only=True) "
                 f"does not run, and this program never loads checkpoints unsafely. Re-save its tensors as a plain "
@@ -127,6 +135,16 @@ def read_checkpoint(path: PathLike) -> object:
         raise NotATorchFileError(
             f"{path}: not a torch checkpoint file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         ) from None
+
+
+def _weights_only_reason(text: str) -> str:
+    """The one informative part of torch's weights_only refusal, e.g. 'Unsupported global: ...'."""
+    lines = [line.strip() for line in text.splitlines()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[-1].strip() or next((x for x in lines[i + 1:] if x), "")
+            return f"(torch: {rest.split('. Please use')[0]})" if rest else ""
+    return ""
 
 
 def _is_state_dict(obj: object) -> bool:
@@ -223,15 +241,16 @@ def _load_mapped(
 
 
 def _check_plain(value: object, where: str) -> None:
-    if value is None or isinstance(value, (str, int, float, bool)):
+    # exact types: subclasses (numpy floats, torch's TorchVersion str) would need code to unpickle
+    if value is None or type(value) in (str, int, float, bool):
         return
-    if isinstance(value, (list, tuple)):
+    if type(value) in (list, tuple):
         for i, v in enumerate(value):
             _check_plain(v, f"{where}[{i}]")
         return
-    if isinstance(value, dict):
+    if type(value) is dict:
         for k, v in value.items():
-            if not isinstance(k, str):
+            if type(k) is not str:
                 raise ValueError(f"{where}: keys must be strings, got {k!r}")
             _check_plain(v, f"{where}.{k}")
         return
@@ -245,7 +264,7 @@ def save_checkpoint(path: PathLike, model: nn.Module, extra_meta: Optional[dict]
         raise TypeError("save_checkpoint expects a DyHeadDetector (a module with a DetectorConfig `config`)")
     meta = {
         "saved_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
     }
     meta.update(extra_meta or {})
     _check_plain(meta, "meta")
