@@ -49,7 +49,7 @@ def run_detector(golden: dict, path: Path, args) -> bool:
 
     meta_path = path.with_suffix(".json")
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    return run_detector_conformance(golden, meta)
+    return run_detector_conformance(golden, meta, golden_dir=path.parent)
 
 
 def main(argv=None) -> int:

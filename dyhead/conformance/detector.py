@@ -17,17 +17,16 @@ detections: same count, classes and order, final boxes within 1e-3 px (unclipped
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ..checkpoint import detector_from_official_state_dict
 from ..postprocess import Detections, postprocess_image, rescale_detections
-from ..preprocess import resize_image, resized_size, to_model_input
+from ..preprocess import load_image, resize_image, resized_size, to_model_input
 
 __all__ = ["Check", "compare_detector", "run_detector_conformance", "is_detector_golden"]
 
@@ -139,8 +138,26 @@ def _postprocess(model, cls, box, ctr, anchors, rsize, osize, with_candidates=Fa
     return (dets, final, cands) if with_candidates else (dets, final)
 
 
-def compare_detector(golden: dict[str, Tensor], meta: Optional[dict] = None, threads: Optional[int] = 2) -> list[Check]:
-    """Every check of the end-to-end golden, in order. Computes in float32 on the CPU."""
+def _photo_check(golden: dict, meta: Optional[dict], golden_dir: Optional[Path]) -> Optional[Check]:
+    """Our decode of the golden's photo (when the file lies beside the golden) vs input.original_bgr."""
+    name = ((meta or {}).get("input") or {}).get("photo")
+    if not name or golden_dir is None or "input.original_bgr" not in golden:
+        return None
+    path = Path(golden_dir) / name
+    if not path.is_file():
+        return None
+    bgr = torch.from_numpy(load_image(path)[:, :, ::-1].copy())
+    return _exact(f"decode of {name} vs input.original_bgr", "input", bgr, golden["input.original_bgr"])
+
+
+def compare_detector(
+    golden: dict[str, Tensor],
+    meta: Optional[dict] = None,
+    threads: Optional[int] = 2,
+    golden_dir: Optional[Path] = None,
+) -> list[Check]:
+    """Every check of the end-to-end golden, in order. Computes in float32 on the CPU.
+    golden_dir: where to look for the photo named in the JSON, to check our decode too."""
     checks: list[Check] = []
     state = {k[len("state_dict."):]: v for k, v in golden.items() if k.startswith("state_dict.")}
     min_size, max_size = _input_sizes(golden, meta)
@@ -150,6 +167,9 @@ def compare_detector(golden: dict[str, Tensor], meta: Optional[dict] = None, thr
 
     # Input: decode/resize from the stored original, then normalise + pad.
     resized_bgr = golden["input.resized"]  # [3, h, w] uint8, BGR
+    photo = _photo_check(golden, meta, golden_dir)
+    if photo is not None:
+        checks.append(photo)
     if "input.original_bgr" in golden:
         original_rgb = golden["input.original_bgr"].numpy()[:, :, ::-1].copy()
         h0, w0 = original_rgb.shape[:2]
@@ -232,9 +252,11 @@ def compare_detector(golden: dict[str, Tensor], meta: Optional[dict] = None, thr
     return checks
 
 
-def run_detector_conformance(golden: dict[str, Tensor], meta: Optional[dict] = None) -> bool:
+def run_detector_conformance(
+    golden: dict[str, Tensor], meta: Optional[dict] = None, golden_dir: Optional[Path] = None
+) -> bool:
     """Print a table of every check; True when all pass."""
-    checks = compare_detector(golden, meta)
+    checks = compare_detector(golden, meta, golden_dir=golden_dir)
     print("ATSS + DyHead end-to-end conformance (float32, CPU; official checkpoint import, stored input.resized)")
     width = max(len(c.name) for c in checks)
     section = None

@@ -75,3 +75,17 @@ def test_conformance_cli_dispatches_to_the_detector(conformance_dir, capsys, gol
     assert conformance_main([str(conformance_dir / "official_atss_e2e_golden.pt")]) == 0
     out = capsys.readouterr().out
     assert "stress2.det from stress2" in out and out.rstrip().endswith("PASS")
+
+
+def test_photo_decode_check_when_the_photo_lies_beside_the_golden(golden, meta, tmp_path):
+    from PIL import Image
+
+    from dyhead.conformance.detector import _photo_check
+
+    assert _photo_check(golden, meta, tmp_path) is None  # the kit ships no photo: check skipped
+    # a lossless copy of the decoded pixels stands in for the JPEG
+    Image.fromarray(golden["input.original_bgr"].numpy()[:, :, ::-1].copy()).save(tmp_path / "photo.png")
+    check = _photo_check(golden, {"input": {"photo": "photo.png"}}, tmp_path)
+    assert check.ok and check.max_abs_diff == 0.0
+    Image.fromarray(golden["input.original_bgr"].numpy().copy()).save(tmp_path / "swapped.png")  # RGB/BGR mix-up
+    assert not _photo_check(golden, {"input": {"photo": "swapped.png"}}, tmp_path).ok
