@@ -19,6 +19,7 @@ unpickle is refused, never loaded unsafely.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import pickle
 import re
@@ -298,10 +299,15 @@ def _load_own(obj: dict, origin: str, coarser_branch):
         raise UnknownLayoutError(f"{origin}: invalid saved config ({exc})") from None
     if coarser_branch is not None:
         cfg = cfg.replace(tower=_replace_tower(cfg.tower, coarser_branch=CoarserBranchMode(coarser_branch)))
+    notes = []
+    if cfg.backbone.weights_path is not None:
+        # The trained weights are in the file; the ImageNet file used at training start is not needed.
+        notes.append(f"backbone initialised from {cfg.backbone.weights_path} at training time; not read again")
+        cfg = cfg.replace(backbone=dataclasses.replace(cfg.backbone, weights_path=None))
     model = DyHeadDetector(cfg)
     state = obj["state_dict"]
     _load_mapped(model, state, {k: k for k in model.state_dict()}, origin)
-    info = {"kind": "own", "config": cfg.to_dict(), "meta": dict(obj.get("meta") or {}), "notes": []}
+    info = {"kind": "own", "config": cfg.to_dict(), "meta": dict(obj.get("meta") or {}), "notes": notes}
     return model, info
 
 

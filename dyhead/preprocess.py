@@ -17,7 +17,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence, Union
+from typing import BinaryIO, Sequence, Union
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ __all__ = [
 #: Larger images are refused (a decompression-bomb guard well below Pillow's own).
 MAX_IMAGE_PIXELS = 64_000_000
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray]
+ImageSource = Union[str, os.PathLike, bytes, bytearray, BinaryIO]
 
 
 class ImageLoadError(ValueError):
@@ -50,13 +50,19 @@ def _describe(source: ImageSource) -> str:
 
 
 def load_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Decode an image file (path or encoded bytes) into an HxWx3 uint8 RGB array.
+    """Decode an image file (path, encoded bytes or a binary file object) into HxWx3 uint8 RGB.
 
     EXIF orientation is applied. Grayscale, palette, CMYK and RGBA images are converted with Pillow's
     ``convert("RGB")`` (alpha dropped, as detectron2 does); 16/32-bit integer and float images are
     scaled to 0-255 first. Raises `ImageLoadError` naming the file and the problem.
     """
-    name = _describe(source)
+    if hasattr(source, "read"):  # an open binary file or an upload object
+        name = str(getattr(source, "name", "<stream>"))
+        source = source.read()
+        if isinstance(source, str):
+            raise ImageLoadError(f"{name}: opened in text mode; open image files in binary mode ('rb')")
+    else:
+        name = _describe(source)
     if isinstance(source, (bytes, bytearray)):
         if len(source) == 0:
             raise ImageLoadError(f"{name}: empty image data")

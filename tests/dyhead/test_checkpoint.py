@@ -167,3 +167,21 @@ def test_mmdetection_tower_import(tmp_path, model):
             torch.testing.assert_close(a, b, atol=0, rtol=0)
     with pytest.raises(UnknownLayoutError, match="load_tower_state"):
         load_detector(path)
+
+
+def test_own_file_does_not_need_the_imagenet_weights_again(tmp_path):
+    import torchvision
+
+    from dyhead.backbone import BackboneConfig
+    from dyhead.detector import build_detector
+    from tests.dyhead.detector_fixtures import tiny_config
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    cfg = tiny_config().replace(backbone=BackboneConfig(kind="resnet_torchvision", depth=18, weights_path=str(weights)))
+    model = build_detector(cfg).eval()
+    path = save_checkpoint(tmp_path / "tv.pt", model)
+    weights.unlink()
+    loaded, info = load_detector(path)
+    assert loaded.config.backbone.weights_path is None and "not read again" in info["notes"][0]
+    assert torch.equal(loaded.backbone.body.conv1.weight, model.backbone.body.conv1.weight)

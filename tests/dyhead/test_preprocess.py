@@ -125,3 +125,12 @@ def test_huge_images_are_refused_before_decoding():
     with pytest.raises(ImageLoadError, match="too large"):
         load_image(data, max_pixels=50_000)
     assert load_image(data, max_pixels=60_000).shape == (200, 300, 3)
+
+
+def test_binary_file_objects_are_accepted(tmp_path):
+    path = tmp_path / "x.png"
+    Image.new("RGB", (5, 4), (1, 2, 3)).save(path)
+    with open(path, "rb") as f:
+        assert load_image(f)[0, 0].tolist() == [1, 2, 3]
+    with open(path, "r", errors="ignore") as f, pytest.raises(ImageLoadError, match="binary mode"):
+        load_image(f)
