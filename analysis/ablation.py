@@ -21,6 +21,7 @@ import pandas as pd
 
 from dyhead.config import AttentionSwitches, knock_out
 
+from .sources import dataset_root
 from .detection_diff import diff_summary, match_detections, plot_detection_pair
 
 __all__ = [
@@ -100,6 +101,7 @@ def ablation_table(model, data_root, split: str = "val", max_images: Optional[in
     progress(done, total) is called after each setting."""
     from dyhead.evaluate import evaluate_detector
 
+    data_root = dataset_root(data_root, split)
     if settings is None:
         settings = table1_settings() + (knockout_settings(model.config.tower.num_blocks) if one_block else [])
     rows = []

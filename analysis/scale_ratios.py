@@ -40,6 +40,7 @@ import torch
 from dyhead.preprocess import ImageLoadError, load_image
 
 from .levels import LEVEL_NOTE, level_label, level_name, level_stride, paper_level
+from .tables import read_table
 from .sources import ImageRecord, dataset_images, resolve_dataset
 
 __all__ = [
@@ -111,21 +112,7 @@ def weights_from_trace(trace, records: Sequence[ImageRecord]) -> list[tuple]:
 
 
 # ------------------------------------------------------------------------------------------------
-# CSV files with a '#' preamble, written incrementally
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV written by this module: leading '# ...' lines are metadata (in `df.attrs["notes"]`)."""
-    path = Path(path)
-    notes = []
-    with path.open("r", encoding="utf-8") as f:
-        for line in f:
-            if not line.startswith("#"):
-                break
-            notes.append(line[1:].strip())
-    df = pd.read_csv(path, skiprows=len(notes), keep_default_na=False, dtype={"file_name": str})
-    df.attrs["notes"] = notes
-    return df
+# CSV files with a '#' preamble (`analysis.tables`), written incrementally
 
 
 def _write_preamble(f, notes: Sequence[str], columns: Sequence[str]) -> None:

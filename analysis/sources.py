@@ -22,6 +22,7 @@ __all__ = [
     "SourceError",
     "load_model",
     "default_data_root",
+    "dataset_root",
     "resolve_dataset",
     "dataset_images",
 ]
@@ -80,6 +81,14 @@ def default_data_root(split: str = "val", root: Optional[Path] = None) -> Path:
                           f"`python -m dyhead.data.demo --out {root}`")
     demo.generate_split(root, "val", DEMO_VAL_IMAGES, seed=DEMO_SEED)
     return root
+
+
+def dataset_root(root: Optional[str | Path], split: str = "val") -> Path:
+    """`root` checked to hold `split` (None = the demo data, generated if missing)."""
+    if root is None:
+        return default_data_root(split)
+    resolve_dataset(root, split)
+    return Path(root)
 
 
 def resolve_dataset(root: Optional[str | Path], split: str = "val") -> SplitPaths:

@@ -1,0 +1,307 @@
+"""Command line: ``python -m analysis <command> --out DIR [options]``.
+
+Every command runs on the bundled demo model and the demo data (generated on first use) when given
+nothing but ``--out``; ``--checkpoint`` (this project's, the official detectron2 or an mmdetection
+file) and ``--data`` (any COCO-format root, e.g. COCO 2017 with ``--split val2017``) point elsewhere.
+Each writes CSV tables, a PNG (and a PDF for the paper figures) and prints what it wrote.
+
+    python -m analysis scale-ratios  --out runs/analysis            # Fig. 3
+    python -m analysis feature-maps  --out runs/analysis --image x.jpg --reduction pca   # Fig. 4
+    python -m analysis ablation      --out runs/analysis --max-images 100               # Table 1 analogue
+    python -m analysis efficiency    --out runs/analysis --no-latency                   # Table 2
+    python -m analysis coarser-modes --out runs/analysis
+
+Several GPUs: ``torchrun --nproc-per-node 8 -m analysis scale-ratios --out DIR`` shards the images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pandas as pd
+
+from .levels import LEVEL_NOTE
+from .tables import write_table
+
+__all__ = ["main", "build_parser"]
+
+
+class _Report:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.lines: list[str] = []
+
+    def wrote(self, path: Path, what: str) -> None:
+        line = f"  {path}  ({what})"
+        self.lines.append(line)
+        print(line)
+
+
+def _save_figure(fig, out: Path, stem: str, report: _Report, what: str, pdf: bool = True) -> None:
+    import matplotlib.pyplot as plt
+
+    png = out / f"{stem}.png"
+    fig.savefig(png, dpi=150, bbox_inches="tight")
+    report.wrote(png, what)
+    if pdf:
+        path = out / f"{stem}.pdf"
+        fig.savefig(path, bbox_inches="tight")
+        report.wrote(path, what + ", vector")
+    plt.close(fig)
+
+
+def _model(args):
+    from .sources import load_model
+
+    model, info = load_model(args.checkpoint, device=args.device)
+    print(f"model: {info.get('path')} ({info.get('kind')}), {model.config.tower.num_blocks} DyHead blocks, "
+          f"on {next(model.parameters()).device}")
+    return model
+
+
+def _image(args):
+    """--image, or the first image of the dataset."""
+    from dyhead.preprocess import load_image
+
+    from .sources import dataset_images
+
+    path = Path(args.image) if args.image else dataset_images(args.data, args.split, 1)[0].path
+    print(f"image: {path}")
+    return load_image(path), path
+
+
+# ------------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_scale_ratios(args, report: _Report) -> None:
+    from .scale_ratios import (
+        RATIO_DEFINITION,
+        collect_scale_weights,
+        compute_ratios,
+        plot_scale_ratios,
+        ratio_summary,
+        read_table,
+        write_ratios_csv,
+    )
+
+    rank, world = _init_distributed(args)
+    if rank == 0:
+        from .sources import resolve_dataset
+
+        resolve_dataset(args.data, args.split)  # generates the demo data once, before the other ranks read it
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    model = _model(args)
+    run = collect_scale_weights(model, args.data, args.out / "scale_weights.csv", split=args.split,
+                                max_images=args.max_images, batch_size=args.batch_size, rank=rank,
+                                world_size=world, show_progress=not args.quiet)
+    for path, reason in run.skipped:
+        print(f"skipped unreadable image {path}: {reason}", file=sys.stderr)
+    if not run.merged:
+        print(f"rank {rank}: wrote shard {run.shard_csv} ({run.images} images); rank 0 merges")
+        return
+    print(f"{run.computed} images computed now, {run.images - run.computed} resumed from an earlier run")
+    print("ratio: " + RATIO_DEFINITION)
+    print("note: " + LEVEL_NOTE)
+    report.wrote(run.weights_csv, "raw scale weights, long format")
+    ratios = compute_ratios(read_table(run.weights_csv))
+    report.wrote(write_ratios_csv(ratios, args.out / "scale_ratios.csv"), "ratio per image, block, level")
+    summary = ratio_summary(ratios)
+    report.wrote(write_table(summary, args.out / "scale_ratio_summary.csv", [RATIO_DEFINITION, LEVEL_NOTE]),
+                 "median etc. per block and level")
+    _save_figure(plot_scale_ratios(ratios), args.out, "scale_ratios", report, "Fig. 3 histograms")
+    last = summary[summary.block == summary.block.max()]
+    print(f"last block, median scale ratio per level ({ratios.image_id.nunique()} images):")
+    for row in last.itertuples():
+        print(f"  {row.level_name}: median {row.median:.4f}, share > 1: {row.share_above_1:.2f}")
+
+
+def cmd_feature_maps(args, report: _Report) -> None:
+    from .feature_maps import feature_stages, paper_stages, plot_feature_grid, reduce_stages
+    from .levels import level_name
+
+    model = _model(args)
+    image, path = _image(args)
+    stages = feature_stages(model, image)
+    rows = args.stages.split(";") if args.stages else paper_stages(stages.num_blocks)
+    rows = [r.strip() for r in rows]
+    reduced = reduce_stages(stages, args.reduction, args.color_scale, which=rows)
+    table = []
+    for stage in rows:
+        for level, m in enumerate(reduced.maps[stage]):
+            lo, hi = reduced.ranges[level]
+            table.append({"stage": stage, "level": level, "level_name": level_name(level),
+                          "height": m.shape[0], "width": m.shape[1], "map_min": float(m.min()),
+                          "map_max": float(m.max()), "map_mean": float(m.mean()),
+                          "color_min": float(min(lo) if hasattr(lo, "__len__") else lo),
+                          "color_max": float(max(hi) if hasattr(hi, "__len__") else hi)})
+    notes = [f"image {path}; reduction {args.reduction}; colour scale {args.color_scale}", LEVEL_NOTE]
+    report.wrote(write_table(pd.DataFrame(table), args.out / "feature_maps.csv", notes), "reduced-map statistics")
+    fig = plot_feature_grid(stages, args.reduction, args.color_scale, rows, args.opacity)
+    _save_figure(fig, args.out, "feature_maps", report, "Fig. 4 grid")
+    print(f"stages available: {', '.join(stages.stages)}")
+
+
+def cmd_ablation(args, report: _Report) -> None:
+    from .ablation import KNOCKOUT_NOTE, ablation_table, detection_changes, plot_ablation, plot_detection_changes
+
+    model = _model(args)
+    print("note: " + KNOCKOUT_NOTE)
+    df = ablation_table(model, args.data, args.split, max_images=args.max_images, one_block=not args.no_one_block,
+                        show_progress=not args.quiet)
+    report.wrote(write_table(df, args.out / "ablation.csv", [KNOCKOUT_NOTE, "AP in percent (COCOeval)"]),
+                 "AP per on/off setting")
+    _save_figure(plot_ablation(df), args.out, "ablation", report, "Table 1 analogue")
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(df[df.kind == "all blocks"][["L", "S", "C", "AP", "AP50", "AP75", "APs", "APm", "APl"]]
+              .to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    image, path = _image(args)
+    summary, diffs = detection_changes(model, image, score_threshold=args.score_threshold)
+    report.wrote(write_table(summary, args.out / "detection_changes.csv", [f"image {path}", summary.attrs["note"]]),
+                 "matched / added / removed per setting")
+    for name, fig in plot_detection_changes(image, diffs, model.config.class_names).items():
+        _save_figure(fig, args.out, "detections_" + name.replace(" ", "_"), report, f"detections, {name}", pdf=False)
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def cmd_efficiency(args, report: _Report) -> None:
+    from .efficiency import efficiency_table, plot_efficiency
+
+    blocks = [int(b) for b in args.blocks.split(",")]
+    df = efficiency_table(blocks=blocks, channels=args.channels, latency=not args.no_latency,
+                          latency_repeats=args.latency_repeats, device=_device_or_none(args.device))
+    notes = [df.attrs["convention"], f"latency device: {df.attrs['latency_device']}",
+             "paper_delta: Table 2 of the paper (GFLOPs vs a 254.39 baseline)"]
+    report.wrote(write_table(df, args.out / "efficiency.csv", notes), "params, GMACs, latency per depth")
+    _save_figure(plot_efficiency(df), args.out, "efficiency", report, "Table 2 cost vs depth")
+    print("convention: " + df.attrs["convention"])
+    cols = ["blocks", "params", "gmacs", "delta_gmacs", "paper_delta", "latency_ms"]
+    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+
+
+def cmd_coarser_modes(args, report: _Report) -> None:
+    from .coarser_modes import compare_coarser_modes, plot_coarser_modes
+
+    model = _model(args)
+    image, path = _image(args)
+    cmp = compare_coarser_modes(model, image, score_threshold=args.score_threshold)
+    note = [f"image {path}; differences against the official coarser-branch reading (microsoft/DynamicHead issue 25)"]
+    report.wrote(write_table(cmp.features, args.out / "coarser_modes_features.csv", note), "block outputs vs official")
+    report.wrote(write_table(cmp.scale_weights, args.out / "coarser_modes_scale_weights.csv", note), "scale weights")
+    report.wrote(write_table(cmp.detections, args.out / "coarser_modes_detections.csv", note), "detections changed")
+    _save_figure(plot_coarser_modes(cmp), args.out, "coarser_modes", report, "differences per block and level")
+    summary = cmp.features.groupby("mode", sort=False)[["max_abs_diff", "mean_abs_diff", "rel_mean_diff"]].max()
+    print(summary.to_string(float_format=lambda v: f"{v:.4g}"))
+    print(cmp.detections.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _device_or_none(device: str) -> Optional[str]:
+    if device == "auto":
+        return None
+    from dyhead.device import resolve_device
+
+    return str(resolve_device(device))
+
+
+def _init_distributed(args) -> tuple[int, int]:
+    """Under torchrun (WORLD_SIZE > 1): join the process group, one GPU per rank."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world == 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        args.device = f"cuda:{local}"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description="DyHead paper figures from any model and dataset.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, data: bool = True, model: bool = True) -> None:
+        p.add_argument("--out", required=True, type=Path, help="output folder")
+        p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:<i>")
+        if model:
+            p.add_argument("--checkpoint", default=None,
+                           help="model file (default: the bundled demo model checkpoints/demo_dyhead.pt)")
+        if data:
+            p.add_argument("--data", default=None,
+                           help="COCO-format root (default: the demo data under data/demo, generated if missing)")
+            p.add_argument("--split", default="val", help="split name: val, val2017, ... (default val)")
+            p.add_argument("--max-images", type=int, default=None, help="use the first N images (by image id)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("scale-ratios", help="learned scale ratios per level (paper Fig. 3)")
+    common(p)
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="images per forward pass (1 = each image's own weights; larger pads images together)")
+    p.set_defaults(func=cmd_scale_ratios)
+
+    p = sub.add_parser("feature-maps", help="feature maps before the head and after each block (paper Fig. 4)")
+    common(p)
+    p.add_argument("--image", default=None, help="image file (default: the first image of the dataset)")
+    p.add_argument("--reduction", default="mean_abs", help="mean_abs, l2, max, channel:<k> or pca")
+    p.add_argument("--color-scale", default="per_level", choices=("per_level", "global"))
+    p.add_argument("--opacity", type=float, default=0.6, help="map opacity over the image, 0..1")
+    p.add_argument("--stages", default=None,
+                   help="rows separated by ';', e.g. 'before head;block 1, spatial+scale;block 1' (names as the "
+                        "command prints them); default: before head and every second block")
+    p.set_defaults(func=cmd_feature_maps)
+
+    p = sub.add_parser("ablation", help="attentions switched off at inference: COCO AP (Table 1 analogue)")
+    common(p)
+    p.add_argument("--no-one-block", action="store_true", help="skip the one-attention-in-one-block knock-outs")
+    p.add_argument("--image", default=None, help="image for the detection comparison (default: first of the dataset)")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="detections compared from this score up")
+    p.set_defaults(func=cmd_ablation)
+
+    p = sub.add_parser("efficiency", help="parameters, GMACs and latency against depth (Table 2)")
+    common(p, data=False, model=False)
+    p.add_argument("--blocks", default="0,1,2,4,6,8,10", help="depths (0 = the ATSS baseline towers)")
+    p.add_argument("--channels", type=int, default=256)
+    p.add_argument("--no-latency", action="store_true", help="count only (meta tensors, a few seconds)")
+    p.add_argument("--latency-repeats", type=int, default=3, help="timed runs per depth (median)")
+    p.set_defaults(func=cmd_efficiency)
+
+    p = sub.add_parser("coarser-modes", help="the three coarser-branch offset readings compared on one image")
+    common(p)
+    p.add_argument("--image", default=None, help="image file (default: the first image of the dataset)")
+    p.add_argument("--score-threshold", type=float, default=0.3)
+    p.set_defaults(func=cmd_coarser_modes)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from dyhead.checkpoint import CheckpointError
+    from dyhead.data.coco import DatasetError
+    from dyhead.device import DeviceError
+    from dyhead.preprocess import ImageLoadError
+
+    from .sources import SourceError
+
+    args = build_parser().parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = _Report(args.out)
+    print(f"{args.command}: writing to {args.out}")
+    try:
+        args.func(args, report)
+    except (SourceError, DatasetError, CheckpointError, DeviceError, ImageLoadError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

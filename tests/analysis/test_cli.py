@@ -1,0 +1,84 @@
+"""`python -m analysis`: every command end to end on a tiny model and data; layering."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from analysis.cli import main
+from analysis.scale_ratios import RATIO_DEFINITION, read_table
+from analysis.sources import DEFAULT_CHECKPOINT, REPO_ROOT
+from dyhead.checkpoint import save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tiny_model, tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", tiny_model)
+
+
+def _run(args, capsys):
+    code = main(args)
+    out = capsys.readouterr().out
+    return code, out
+
+
+def test_scale_ratios_command(tiny_checkpoint, tiny_data, tmp_path, capsys):
+    code, out = _run(["scale-ratios", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data),
+                      "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0
+    for name in ("scale_weights.csv", "scale_ratios.csv", "scale_ratio_summary.csv", "scale_ratios.png",
+                 "scale_ratios.pdf"):
+        assert (tmp_path / name).is_file() and str(tmp_path / name) in out
+    assert RATIO_DEFINITION in out
+    ratios = read_table(tmp_path / "scale_ratios.csv")
+    assert RATIO_DEFINITION in ratios.attrs["notes"][0] and len(ratios) == 5 * 2 * 5
+    code, out = _run(["scale-ratios", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data),
+                      "--out", str(tmp_path), "--quiet"], capsys)
+    assert "0 images computed now, 5 resumed" in out
+
+
+def test_image_commands(tiny_checkpoint, tiny_data, tmp_path, capsys):
+    base = ["--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data), "--out", str(tmp_path), "--quiet"]
+    assert _run(["feature-maps", *base, "--reduction", "pca", "--opacity", "0.4"], capsys)[0] == 0
+    fm = read_table(tmp_path / "feature_maps.csv")
+    assert list(fm.stage.unique()) == ["before head", "block 2"] and (tmp_path / "feature_maps.pdf").is_file()
+    assert _run(["coarser-modes", *base], capsys)[0] == 0
+    assert set(read_table(tmp_path / "coarser_modes_features.csv")["mode"]) == {"official", "crop", "upsample_first"}
+    code, out = _run(["ablation", *base, "--max-images", "2", "--no-one-block"], capsys)
+    assert code == 0 and "not retrained" in out
+    ab = read_table(tmp_path / "ablation.csv")
+    assert len(ab) == 8 and "not retrained" in ab.attrs["notes"][0]
+    assert (tmp_path / "detections_task_off.png").is_file()
+
+
+def test_efficiency_command(tmp_path, capsys):
+    code, out = _run(["efficiency", "--out", str(tmp_path), "--no-latency", "--blocks", "0,1"], capsys)
+    assert code == 0 and "800x1344" in out
+    df = read_table(tmp_path / "efficiency.csv")
+    assert df.per_block_gmacs.iloc[1] == pytest.approx(21.212, abs=1e-3)
+
+
+def test_clear_errors(tiny_data, tmp_path, capsys):
+    code = main(["feature-maps", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path)])
+    assert code == 2 and "not found" in capsys.readouterr().err
+    code = main(["scale-ratios", "--data", str(tmp_path / "nowhere"), "--checkpoint", str(tmp_path / "x.pt"),
+                 "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "nowhere" in err
+
+
+@pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason=f"bundled demo model {DEFAULT_CHECKPOINT} not present")
+def test_bundled_model_smoke(tmp_path, capsys):
+    code, out = _run(["feature-maps", "--out", str(tmp_path)], capsys)
+    assert code == 0 and (tmp_path / "feature_maps.png").is_file()
+
+
+def test_analysis_does_not_import_streamlit():
+    code = (
+        "import sys, analysis, analysis.cli, analysis.sources, analysis.scale_ratios, analysis.feature_maps, "
+        "analysis.ablation, analysis.efficiency, analysis.coarser_modes, analysis.detection_diff; "
+        "assert 'streamlit' not in sys.modules, 'streamlit imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
