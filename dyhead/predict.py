@@ -1,7 +1,8 @@
 """Run a detector on image files and write COCO-format results.
 
     python -m dyhead.predict --checkpoint FILE [--device auto|cpu|cuda] [--score-thresh T]
-                             [--min-size S --max-size S] [--annotations COCO.json] [--out FILE.json] IMAGE...
+                             [--min-size S --max-size S] [--annotations COCO.json] [--out FILE.json]
+                             [--threads N] IMAGE...
 
 The checkpoint may be this project's own file or an official detectron2 DyHead release (detected
 automatically). Results: a JSON list of {"file_name", "image_id" (when --annotations names the image),
@@ -66,7 +67,12 @@ def main(argv=None) -> int:
     parser.add_argument("--max-size", type=int, default=None, help="test-time long-side cap (default: the model's)")
     parser.add_argument("--annotations", type=Path, default=None, help="COCO json to look up image ids by file name")
     parser.add_argument("--out", type=Path, default=None, help="write COCO results JSON here")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
 
     overrides = {k: v for k, v in (("score_thresh", args.score_thresh), ("min_size", args.min_size),
                                    ("max_size", args.max_size)) if v is not None}

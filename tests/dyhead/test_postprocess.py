@@ -82,3 +82,10 @@ def test_rescale_scales_by_unpadded_size_clamps_and_drops_empty_boxes():
     out = rescale_detections(dets, resized_size=(320, 200), original_size=(640, 500))  # x * 2.5, y * 2
     assert out.labels.tolist() == [1, 2]  # the third lay below the image: empty after clamping
     torch.testing.assert_close(out.boxes, torch.tensor([[25.0, 40.0, 125.0, 80.0], [0.0, 0.0, 500.0, 200.0]]))
+
+
+def test_no_candidates_gives_empty_detections():
+    cls, box, ctr, anchors = one_level([[[0.01, 0.02]]], [[0.9, 0.9]])
+    dets = postprocess_image([cls], [box], [ctr], [anchors])
+    assert len(dets) == 0 and dets.boxes.shape == (0, 4)
+    assert len(rescale_detections(dets, (16, 16), (32, 32))) == 0
