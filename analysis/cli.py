@@ -106,6 +106,10 @@ def cmd_scale_ratios(args, report: _Report) -> None:
         print(f"skipped unreadable image {path}: {reason}", file=sys.stderr)
     if not run.merged:
         print(f"rank {rank}: wrote shard {run.shard_csv} ({run.images} images); rank 0 merges")
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
         return
     print(f"{run.computed} images computed now, {run.images - run.computed} resumed from an earlier run")
     print("ratio: " + RATIO_DEFINITION)
@@ -117,6 +121,10 @@ def cmd_scale_ratios(args, report: _Report) -> None:
     report.wrote(write_table(summary, args.out / "scale_ratio_summary.csv", [RATIO_DEFINITION, LEVEL_NOTE]),
                  "median etc. per block and level")
     _save_figure(plot_scale_ratios(ratios), args.out, "scale_ratios", report, "Fig. 3 histograms")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     last = summary[summary.block == summary.block.max()]
     print(f"last block, median scale ratio per level ({ratios.image_id.nunique()} images):")
     for row in last.itertuples():
@@ -175,6 +183,12 @@ def cmd_efficiency(args, report: _Report) -> None:
     from .efficiency import efficiency_table, plot_efficiency
 
     blocks = [int(b) for b in args.blocks.split(",")]
+    if not args.no_latency:
+        import torch
+
+        if args.device in ("auto", "cpu") and not torch.cuda.is_available() or args.device == "cpu":
+            print(f"measuring latency on the CPU at {args.channels} channels, 800x1344: this takes minutes "
+                  "(--no-latency counts only, in seconds)")
     df = efficiency_table(blocks=blocks, channels=args.channels, latency=not args.no_latency,
                           latency_repeats=args.latency_repeats, device=_device_or_none(args.device))
     notes = [df.attrs["convention"], f"latency device: {df.attrs['latency_device']}",

@@ -51,6 +51,7 @@ __all__ = [
     "scale_ratio",
     "weights_from_trace",
     "collect_scale_weights",
+    "scale_weights_for_images",
     "compute_ratios",
     "ratio_summary",
     "read_table",
@@ -339,6 +340,21 @@ def collect_scale_weights(
 
 def dataset_annotation_file(data_root, split: str) -> Path:
     return resolve_dataset(data_root, split).annotation_file
+
+
+def scale_weights_for_images(model, images: Sequence[np.ndarray], names: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """The weights of a few HxWx3 uint8 RGB images in memory (one forward pass each), in the CSV's
+    long format (`WEIGHT_COLUMNS`; image_id = position 1..n). For a dataset use `collect_scale_weights`."""
+    names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
+    if len(names) != len(images):
+        raise ValueError(f"{len(images)} images but {len(names)} names")
+    model.eval()
+    use_amp = next(model.parameters()).device.type == "cuda"
+    rows = []
+    for i, (image, name) in enumerate(zip(images, names)):
+        trace = _trace(model, [image], use_amp)
+        rows += weights_from_trace(trace, [ImageRecord(i + 1, str(name), Path(str(name)))])
+    return pd.DataFrame(rows, columns=list(WEIGHT_COLUMNS))
 
 
 def _progress_bar(total: int, initial: int, enabled: bool, desc: str):

@@ -133,3 +133,16 @@ def test_figures(reference):
     assert fig.axes[-1].get_xscale() == "log"
     pfig = plotly_scale_ratios(ratios)
     assert len(pfig.data) == 5
+
+
+def test_in_memory_weights_equal_the_csv(tiny_model, tiny_data, reference):
+    from analysis.scale_ratios import scale_weights_for_images
+
+    _, out = reference
+    rec = dataset_images(tiny_data, "val")[1]
+    df = scale_weights_for_images(tiny_model, [load_image(rec.path)], names=[rec.file_name])
+    csv = read_table(out)
+    csv = csv[csv.image_id == rec.image_id].reset_index(drop=True)
+    assert list(df.file_name.unique()) == [rec.file_name] and len(df) == len(csv)
+    np.testing.assert_allclose(df.weight.to_numpy(), csv.weight.to_numpy(), rtol=1e-6)
+    assert (df[["block", "level", "source_level"]].to_numpy() == csv[["block", "level", "source_level"]].to_numpy()).all()
