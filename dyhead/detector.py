@@ -28,6 +28,7 @@ from .postprocess import Candidates, Detections, postprocess_image, rescale_dete
 from .preprocess import resize_image, to_model_input
 
 __all__ = [
+    "Candidates",
     "DetectorConfig",
     "Detections",
     "DyHeadDetector",

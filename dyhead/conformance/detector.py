@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..checkpoint import detector_from_official_state_dict
-from ..postprocess import Detections, postprocess_image, rescale_detections
+from ..postprocess import postprocess_image, rescale_detections
 from ..preprocess import load_image, resize_image, resized_size, to_model_input
 
 __all__ = ["Check", "compare_detector", "run_detector_conformance", "is_detector_golden"]
