@@ -92,12 +92,14 @@ def knockout_settings(num_blocks: int) -> list[AblationSetting]:
 
 
 def ablation_table(model, data_root, split: str = "val", max_images: Optional[int] = None,
-                   one_block: bool = True, batch_size: int = 4,
+                   one_block: bool = True, batch_size: int = 1,
                    progress: Optional[Callable[[int, int], None]] = None, show_progress: bool = False,
                    settings: Optional[Sequence[AblationSetting]] = None) -> pd.DataFrame:
     """COCO AP (percent) of `model` on a split for each setting: the 8 Table 1 combinations, then
     (with `one_block`) every one-block knock-out. Columns: setting, kind, L, S, C (check marks),
     block, attention, AP..APl, delta_AP (vs all on), images. `df.attrs["note"]` = `KNOCKOUT_NOTE`.
+    batch_size 1 (default) runs each image alone, as the official test path does: batched images are
+    padded to a common size, which changes what the attentions pool over.
     progress(done, total) is called after each setting."""
     from dyhead.evaluate import evaluate_detector
 

@@ -163,7 +163,7 @@ def cmd_ablation(args, report: _Report) -> None:
     model = _model(args)
     print("note: " + KNOCKOUT_NOTE)
     df = ablation_table(model, args.data, args.split, max_images=args.max_images, one_block=not args.no_one_block,
-                        show_progress=not args.quiet)
+                        batch_size=args.batch_size, show_progress=not args.quiet)
     report.wrote(write_table(df, args.out / "ablation.csv", [KNOCKOUT_NOTE, "AP in percent (COCOeval)"]),
                  "AP per on/off setting")
     _save_figure(plot_ablation(df), args.out, "ablation", report, "Table 1 analogue")
@@ -281,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ablation", help="attentions switched off at inference: COCO AP (Table 1 analogue)")
     common(p)
     p.add_argument("--no-one-block", action="store_true", help="skip the one-attention-in-one-block knock-outs")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (1 = the official test path)")
     p.add_argument("--image", default=None, help="image for the detection comparison (default: first of the dataset)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="detections compared from this score up")
     p.set_defaults(func=cmd_ablation)

@@ -31,7 +31,10 @@ def with_coarser_mode(model, mode) -> torch.nn.Module:
     """A copy of `model` (same weights, device, eval mode) whose tower uses coarser-branch `mode`."""
     mode = CoarserBranchMode(mode)
     cfg = model.config
-    copy = build_detector(replace(cfg, tower=replace(cfg.tower, coarser_branch=mode)))
+    # The backbone's ImageNet file (a training-time initialisation) is not needed: the weights are copied.
+    cfg = replace(cfg, backbone=replace(cfg.backbone, weights_path=None),
+                  tower=replace(cfg.tower, coarser_branch=mode))
+    copy = build_detector(cfg)
     copy.load_state_dict(model.state_dict())
     return copy.to(next(model.parameters()).device).eval()
 

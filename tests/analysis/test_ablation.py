@@ -40,13 +40,13 @@ def test_ablation_table_uses_cocoeval(tiny_model, tiny_data):
     assert len(df) == 8 + 2 * 3
     assert df.attrs["note"] == KNOCKOUT_NOTE
     full = df[(df.kind == "all blocks") & (df.L == "\u2713") & (df.S == "\u2713") & (df.C == "\u2713")].iloc[0]
-    ref = evaluate_detector(tiny_model, tiny_data, "val", max_images=4, progress=False)
+    ref = evaluate_detector(tiny_model, tiny_data, "val", max_images=4, batch_size=1, progress=False)
     assert full.AP == pytest.approx(100 * ref["AP"], abs=1e-9)
     assert full.AP50 == pytest.approx(100 * ref["AP50"], abs=1e-9)
     assert full.images == 4 and full.delta_AP == 0.0
     off = df[df.setting == "L S C: \u2717 \u2717 \u2717"].iloc[0]
     none = evaluate_detector(tiny_model, tiny_data, "val", switches=AttentionSwitches.all_off(), max_images=4,
-                             progress=False)
+                             batch_size=1, progress=False)
     assert off.AP == pytest.approx(100 * none["AP"], abs=1e-9)
     assert df.AP.nunique() > 1  # switching attentions off changes the tiny model's detections
     assert all(math.isnan(v) or v >= 0 for v in df.APl)  # COCOeval's -1 (no such objects) is NaN
