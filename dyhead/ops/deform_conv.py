@@ -16,10 +16,12 @@ Two implementations give the same numbers (to float round-off):
 * ``"torchvision"``: `torchvision.ops.deform_conv2d`. Its CPU kernel runs an im2col loop at roughly a
   tenth of a dense convolution's speed and its backward is slower still.
 * ``"fast"``: bilinear sampling written as a weighted gather (`F.embedding_bag` with per-sample
-  weights, one bag per sampled value holding the 4 bilinear neighbours) followed by one matrix
-  multiply. Everything is a plain differentiable torch op, so autograd provides the backward for
-  input, offset, mask, weight and bias; the gather's backward is an indexed add and a row-wise dot
-  product, far cheaper than torchvision's CPU col2im.
+  weights, one bag per sampled value holding its 4 bilinear neighbours) and one matrix multiply.
+  Training (`_SampleThenMultiply`) samples the [N, L, K*C_in] columns, multiplies, and keeps only
+  the inputs for backward, where it samples again and lets autograd differentiate the gather for
+  the input, offset and mask gradients (an indexed add and row-wise dot products, far cheaper than
+  torchvision's CPU col2im). Inference at stride 1 multiplies first and gathers the products
+  (`_multiply_then_sample`), which needs no column buffer.
 
 Which one runs is decided in one place, `resolve_impl`: ``impl="auto"`` (the default) picks
 ``"fast"`` on CPU and ``"torchvision"`` on CUDA, where torchvision's kernel is a native GPU kernel.
@@ -43,6 +45,7 @@ from typing import Literal, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torchvision.ops import deform_conv2d as _torchvision_deform_conv2d
 
 Impl = Literal["auto", "fast", "torchvision"]
@@ -186,44 +189,119 @@ def _fast_modulated_deform_conv2d(
     padding: int,
 ) -> Tensor:
     """Gather-based bilinear sampling of the K taps, then one matrix multiply."""
+    if torch.is_grad_enabled() and _any_requires_grad(input, offset, mask, weight, bias):
+        return _SampleThenMultiply.apply(input, offset, mask, weight, bias, stride, padding)
+    h_out, w_out = offset.shape[-2:]
+    if h_out * w_out >= input.shape[-2] * input.shape[-1]:
+        return _multiply_then_sample(input, offset, mask, weight, bias, stride, padding)
+    columns = _sample_columns(input, offset, mask, weight.shape[-2:], stride, padding)
+    return _columns_times_weight(columns, weight, bias, (h_out, w_out))
+
+
+def _sample_columns(
+    input: Tensor, offset: Tensor, mask: Tensor, kernel_size, stride: int, padding: int
+) -> Tensor:
+    """columns [N, H_out*W_out, K*C_in]: the K modulated bilinear samples of every output position
+    (tap-major), each the weighted sum of its 4 neighbours (one `embedding_bag` bag)."""
+    n, c_in, h_in, w_in = input.shape
+    kh, kw = kernel_size
+    h_out, w_out = offset.shape[-2:]
+    index, tap_weight = _bilinear_taps(offset, mask, (h_in, w_in), (kh, kw), stride, padding)
+    rows = input.permute(0, 2, 3, 1).reshape(n * h_in * w_in, c_in)  # [N*H_in*W_in, C_in]
+    columns = F.embedding_bag(
+        index.view(-1, 4), rows, per_sample_weights=tap_weight.reshape(-1, 4), mode="sum"
+    )  # [N*H_out*W_out*K, C_in]
+    return columns.view(n, h_out * w_out, kh * kw * c_in)
+
+
+def _tap_major(weight: Tensor) -> Tensor:
+    """[C_out, C_in, kh, kw] -> [C_out, K*C_in] in the columns' (tap, channel) order."""
+    return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+
+
+def _columns_times_weight(
+    columns: Tensor, weight: Tensor, bias: Optional[Tensor], out_size: tuple[int, int]
+) -> Tensor:
+    n, c_out = columns.shape[0], weight.shape[0]
+    out = torch.matmul(_tap_major(weight), columns.transpose(1, 2))  # [N, C_out, L]
+    if bias is not None:
+        out = out + bias.view(1, c_out, 1)
+    return out.view(n, c_out, *out_size)
+
+
+def _multiply_then_sample(
+    input: Tensor,
+    offset: Tensor,
+    mask: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    stride: int,
+    padding: int,
+) -> Tensor:
+    """Inference with at least as many outputs as inputs (stride 1): multiply first,
+    Y[p, k] = x[p] @ W_k for every input pixel p, then gather the K*4 rows of Y that each output
+    needs. Same FLOPs as a dense conv and no [N, L, K*C_in] column buffer."""
     n, c_in, h_in, w_in = input.shape
     c_out, _, kh, kw = weight.shape
     taps = kh * kw
     h_out, w_out = offset.shape[-2:]
-    positions = h_out * w_out
     index, tap_weight = _bilinear_taps(offset, mask, (h_in, w_in), (kh, kw), stride, padding)
     rows = input.permute(0, 2, 3, 1).reshape(n * h_in * w_in, c_in)  # [N*H_in*W_in, C_in]
-
-    if not (torch.is_grad_enabled() and _any_requires_grad(input, offset, mask, weight, bias)) and (
-        positions >= h_in * w_in
-    ):
-        # Inference with at least as many outputs as inputs (stride 1): multiply first,
-        # Y[p, k] = x[p] @ W_k for every input pixel p, then gather the K*4 rows of Y that each
-        # output needs. Same FLOPs as a dense conv and no [N, L, K*C_in] column buffer.
-        w_taps = weight.permute(1, 2, 3, 0).reshape(c_in, taps * c_out)  # [C_in, K*C_out]
-        y_rows = torch.mm(rows, w_taps).view(-1, c_out)  # [N*H_in*W_in*K, C_out]
-        tap_index = index * taps + torch.arange(taps, device=index.device).view(taps, 1)
-        out = F.embedding_bag(
-            tap_index.view(-1, taps * 4),
-            y_rows,
-            per_sample_weights=tap_weight.reshape(-1, taps * 4),
-            mode="sum",
-        )  # [N*H_out*W_out, C_out]
-        out = out.view(n, h_out, w_out, c_out).permute(0, 3, 1, 2)
-        if bias is not None:
-            out = out + bias.view(1, c_out, 1, 1)
-        return out.contiguous()
-
-    # Sample first: columns[n, l, k] = sum of the 4 weighted neighbours, then one GEMM.
-    columns = F.embedding_bag(
-        index.view(-1, 4), rows, per_sample_weights=tap_weight.reshape(-1, 4), mode="sum"
-    )  # [N*H_out*W_out*K, C_in]
-    columns = columns.view(n, positions, taps * c_in)
-    w_mat = weight.permute(0, 2, 3, 1).reshape(c_out, taps * c_in)  # [C_out, K*C_in], tap-major
-    out = torch.matmul(w_mat, columns.transpose(1, 2))  # [N, C_out, L]
+    w_taps = weight.permute(1, 2, 3, 0).reshape(c_in, taps * c_out)  # [C_in, K*C_out]
+    y_rows = torch.mm(rows, w_taps).view(-1, c_out)  # [N*H_in*W_in*K, C_out]
+    tap_index = index * taps + torch.arange(taps, device=index.device).view(taps, 1)
+    out = F.embedding_bag(
+        tap_index.view(-1, taps * 4),
+        y_rows,
+        per_sample_weights=tap_weight.reshape(-1, taps * 4),
+        mode="sum",
+    )  # [N*H_out*W_out, C_out]
+    out = out.view(n, h_out, w_out, c_out).permute(0, 3, 1, 2)
     if bias is not None:
-        out = out + bias.view(1, c_out, 1)
-    return out.view(n, c_out, h_out, w_out)
+        out = out + bias.view(1, c_out, 1, 1)
+    return out.contiguous()
+
+
+class _SampleThenMultiply(torch.autograd.Function):
+    """Training path. Saves only the inputs (like torchvision's kernel) instead of the
+    [N, L, K*C_in] columns, which are K times the input's size; backward samples them again
+    (a gather, cheap next to the two matrix multiplies) and lets autograd differentiate the
+    sampling for the input, offset and mask gradients."""
+
+    @staticmethod
+    def forward(ctx, input, offset, mask, weight, bias, stride, padding):
+        ctx.save_for_backward(input, offset, mask, weight)
+        ctx.stride, ctx.padding, ctx.has_bias = stride, padding, bias is not None
+        columns = _sample_columns(input, offset, mask, weight.shape[-2:], stride, padding)
+        return _columns_times_weight(columns, weight, bias, tuple(offset.shape[-2:]))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        input, offset, mask, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        n, c_out = grad_out.shape[:2]
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(need) for t, need in zip((input, offset, mask), needs)]
+            columns = _sample_columns(*leaves, weight.shape[-2:], ctx.stride, ctx.padding)
+        grad_out = grad_out.reshape(n, c_out, -1)  # [N, C_out, L]
+        grad_input = grad_offset = grad_mask = grad_weight = grad_bias = None
+        if needs[3]:
+            # [C_out, N*L] @ [N*L, K*C_in], back to [C_out, C_in, kh, kw]
+            g = grad_out.transpose(0, 1).reshape(c_out, -1)
+            grad_tap_major = torch.mm(g, columns.detach().reshape(g.shape[1], -1))
+            c_in, kh, kw = weight.shape[1:]
+            grad_weight = grad_tap_major.view(c_out, kh, kw, c_in).permute(0, 3, 1, 2)
+        if ctx.has_bias and needs[4]:
+            grad_bias = grad_out.sum(dim=(0, 2))
+        wanted = [t for t in leaves if t.requires_grad]
+        if wanted:
+            grad_columns = torch.matmul(grad_out.transpose(1, 2), _tap_major(weight))  # [N, L, K*C_in]
+            grads = iter(torch.autograd.grad(columns, wanted, grad_columns))
+            grad_input, grad_offset, grad_mask = (
+                next(grads) if t.requires_grad else None for t in leaves
+            )
+        return grad_input, grad_offset, grad_mask, grad_weight, grad_bias, None, None
 
 
 def _any_requires_grad(*tensors: Optional[Tensor]) -> bool:

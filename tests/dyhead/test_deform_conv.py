@@ -113,3 +113,27 @@ def test_bad_shapes_are_named():
         modulated_deform_conv2d(x, off, m[:, :8], w, b)
     with pytest.raises(DeformConvInputError, match="input channels"):
         modulated_deform_conv2d(x[:, :3], off, m, w, b)
+
+
+@pytest.mark.parametrize("needs", ["weight", "input", "offset_mask"])
+def test_partial_gradients_match_torchvision(needs):
+    tensors = _make_case(2, 4, 5, 9, 8, 2, torch.float64, "smooth", seed=5)
+    requires = {
+        "weight": (False, False, False, True, True),
+        "input": (True, False, False, False, False),
+        "offset_mask": (False, True, True, False, False),
+    }[needs]
+    ours_in = [t.clone().requires_grad_(r) for t, r in zip(tensors, requires)]
+    ref_in = [t.clone().requires_grad_(r) for t, r in zip(tensors, requires)]
+    x, off, m, w, b = ours_in
+    ours = modulated_deform_conv2d(x, off, m, w, b, stride=2, impl="fast")
+    x, off, m, w, b = ref_in
+    ref = deform_conv2d(x, off, w, b, stride=2, padding=1, mask=m)
+    upstream = torch.randn_like(ref)
+    ours.backward(upstream)
+    ref.backward(upstream)
+    for a, r, req in zip(ours_in, ref_in, requires):
+        if req:
+            torch.testing.assert_close(a.grad, r.grad)
+        else:
+            assert a.grad is None
