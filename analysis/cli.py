@@ -144,7 +144,7 @@ def cmd_feature_maps(args, report: _Report) -> None:
     table = []
     for stage in rows:
         for level, m in enumerate(reduced.maps[stage]):
-            lo, hi = reduced.ranges[level]
+            lo, hi = reduced.ranges[(stage, level)]
             table.append({"stage": stage, "level": level, "level_name": level_name(level),
                           "height": m.shape[0], "width": m.shape[1], "map_min": float(m.min()),
                           "map_max": float(m.max()), "map_mean": float(m.mean()),
@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--image", default=None, help="image file (default: the first image of the dataset)")
     p.add_argument("--reduction", default="mean_abs", help="mean_abs, l2, max, channel:<k> or pca")
-    p.add_argument("--color-scale", default="per_level", choices=("per_level", "global"))
+    p.add_argument("--color-scale", default="per_level", choices=("per_level", "global", "per_map"),
+                   help="per_level: one range per level across the rows (default); global; per_map")
     p.add_argument("--opacity", type=float, default=0.6, help="map opacity over the image, 0..1")
     p.add_argument("--stages", default=None,
                    help="rows separated by ';', e.g. 'before head;block 1, spatial+scale;block 1' (names as the "

@@ -17,9 +17,9 @@ Each [C, H, W] map is reduced to one map (or an RGB map) per level by a `reducti
   |projection| of that component over the maps of the colour group (see below), so 0.5 grey = 0.
 
 Colour scale (`color_scale`): ``"per_level"`` (default) uses one range per level shared by every
-stage, so that a level's maps compare across blocks; ``"global"`` one range for all levels and stages.
-The range is [min, max] of the reduced maps in the group (only the part covering the image, not the
-padding).
+stage shown, so that a level's maps compare across blocks; ``"global"`` one range for all levels and
+stages; ``"per_map"`` each map its own range (where each map is strong, not how strong). The range is
+[min, max] of the reduced maps in the group (only the part covering the image, not the padding).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ __all__ = [
     "feature_stages",
     "reduce_feature",
     "reduce_stages",
+    "COLOR_SCALES",
     "overlay",
     "colorize",
     "paper_stages",
@@ -143,49 +144,61 @@ def _pca3(x: Tensor) -> np.ndarray:
 @dataclass
 class ReducedMaps:
     """Reduced maps `maps[stage][level]` ([h, w] or [h, w, 3] for PCA) and the colour range of each
-    level: `ranges[level] = (vmin, vmax)` (for PCA: (-m, m) per component, as [3] arrays)."""
+    map: `ranges[(stage, level)] = (vmin, vmax)` (for PCA: (-m, m) per component, as [3] arrays)."""
 
     reduction: str
     color_scale: str
     stages: list[str]
     maps: dict[str, list[np.ndarray]]
-    ranges: list[tuple]
+    ranges: dict[tuple[str, int], tuple]
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.maps[self.stages[0]])
 
     def normalized(self, stage: str, level: int) -> np.ndarray:
-        """The map scaled to [0, 1] with its level's range ([h, w], or [h, w, 3] for PCA)."""
+        """The map scaled to [0, 1] with its colour range ([h, w], or [h, w, 3] for PCA)."""
         m = self.maps[stage][level]
-        lo, hi = self.ranges[level]
+        lo, hi = self.ranges[(stage, level)]
         if self.reduction == "pca":
             return np.clip(0.5 + 0.5 * m / np.maximum(hi, 1e-12), 0.0, 1.0)
         return np.clip((m - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
 
 
+COLOR_SCALES = ("per_level", "global", "per_map")
+
+
+def _range(arrays: Sequence[np.ndarray], pca: bool) -> tuple:
+    if pca:
+        m = np.max([np.abs(a).reshape(-1, 3).max(0) for a in arrays], axis=0)  # [3]
+        return (-m, m)
+    return (min(float(a.min()) for a in arrays), max(float(a.max()) for a in arrays))
+
+
 def reduce_stages(stages: FeatureStages, reduction: str = "mean_abs", color_scale: str = "per_level",
                   which: Optional[Sequence[str]] = None) -> ReducedMaps:
-    """Reduce every map of `which` stages (default all) and compute the colour ranges."""
-    if color_scale not in ("per_level", "global"):
-        raise ValueError(f"color_scale must be 'per_level' or 'global', got {color_scale!r}")
+    """Reduce every map of `which` stages (default all) and compute the colour ranges:
+    "per_level" one range per level over the stages shown (maps of a level compare across blocks),
+    "global" one range for everything shown, "per_map" each map its own range (shapes only: the
+    magnitudes no longer compare)."""
+    if color_scale not in COLOR_SCALES:
+        raise ValueError(f"color_scale must be one of {COLOR_SCALES}, got {color_scale!r}")
     _check_reduction(reduction)
     which = list(stages.stages if which is None else which)
     unknown = [s for s in which if s not in stages.maps]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; available: {stages.stages}")
     maps = {s: [reduce_feature(x, reduction) for x in stages.maps[s]] for s in which}
-    num_levels = len(stages.maps[which[0]])
-    if reduction == "pca":
-        per_level = [np.max([np.abs(maps[s][l]).reshape(-1, 3).max(0) for s in which], axis=0)
-                     for l in range(num_levels)]
-        if color_scale == "global":
-            g = np.max(per_level, axis=0)
-            per_level = [g] * num_levels
-        ranges = [(-m, m) for m in per_level]
+    levels = range(len(stages.maps[which[0]]))
+    pca = reduction == "pca"
+    if color_scale == "per_map":
+        ranges = {(s, l): _range([maps[s][l]], pca) for s in which for l in levels}
+    elif color_scale == "per_level":
+        per_level = {l: _range([maps[s][l] for s in which], pca) for l in levels}
+        ranges = {(s, l): per_level[l] for s in which for l in levels}
     else:
-        per_level = [(min(float(maps[s][l].min()) for s in which), max(float(maps[s][l].max()) for s in which))
-                     for l in range(num_levels)]
-        if color_scale == "global":
-            g = (min(r[0] for r in per_level), max(r[1] for r in per_level))
-            per_level = [g] * num_levels
-        ranges = per_level
+        g = _range([maps[s][l] for s in which for l in levels], pca)
+        ranges = {(s, l): g for s in which for l in levels}
     return ReducedMaps(reduction, color_scale, which, maps, ranges)
 
 
@@ -226,7 +239,7 @@ def plot_feature_grid(stages: FeatureStages, reduction: str = "mean_abs", color_
 
     rows = list(paper_stages(stages.num_blocks) if rows is None else rows)
     reduced = reduce_stages(stages, reduction, color_scale, which=rows)
-    num_levels = len(reduced.ranges)
+    num_levels = reduced.num_levels
     fig, axes = plt.subplots(len(rows), num_levels, figsize=(2.2 * num_levels, 2.0 * len(rows) + 0.6),
                              squeeze=False)
     for r, stage in enumerate(rows):
@@ -239,7 +252,8 @@ def plot_feature_grid(stages: FeatureStages, reduction: str = "mean_abs", color_
                 ax.set_title(level_label(level, num_levels).replace(" (", "\n("), fontsize=7)
             if level == 0:
                 ax.set_ylabel(stage, fontsize=8)
-    scale_text = "one colour range per level across rows" if color_scale == "per_level" else "one colour range for all maps"
+    scale_text = {"per_level": "one colour range per level across rows", "global": "one colour range for all maps",
+                  "per_map": "each map its own colour range"}[color_scale]
     fig.text(0.01, 0.005, f"reduction: {reduction}; {scale_text}; opacity {opacity:g}", fontsize=7, va="bottom")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig
@@ -253,7 +267,7 @@ def plotly_feature_grid(stages: FeatureStages, reduction: str = "mean_abs", colo
 
     rows = list(paper_stages(stages.num_blocks) if rows is None else rows)
     reduced = reduce_stages(stages, reduction, color_scale, which=rows)
-    num_levels = len(reduced.ranges)
+    num_levels = reduced.num_levels
     fig = make_subplots(rows=len(rows), cols=num_levels, column_titles=[level_name(l) for l in range(num_levels)],
                         row_titles=rows, horizontal_spacing=0.01, vertical_spacing=0.02)
     for r, stage in enumerate(rows):

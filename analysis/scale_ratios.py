@@ -467,8 +467,8 @@ def _log_bins(values: np.ndarray, bins: int) -> np.ndarray:
 
 
 def plot_scale_ratios(ratios: pd.DataFrame, blocks: Optional[Sequence[int]] = None, bins: int = 40):
-    """Per-level histograms of the scale ratio (log x axis, centred on 1), one panel per block plus a
-    larger panel for the last block as in the paper's Figure 3."""
+    """Per-level histograms of the scale ratio (log x axis, centred on 1), one panel per block (shared
+    bins) plus a larger panel for the last block (its own bins) as in the paper's Figure 3."""
     import matplotlib.pyplot as plt
 
     all_blocks = sorted(ratios["block"].unique())
@@ -486,7 +486,9 @@ def plot_scale_ratios(ratios: pd.DataFrame, blocks: Optional[Sequence[int]] = No
         _hist_panel(ax, ratios[ratios.block == b], levels, num_levels, edges, small=True)
         ax.set_title(f"block {b + 1}", fontsize=9)
     ax = fig.add_subplot(grid[:, ncols:])
-    _hist_panel(ax, ratios[ratios.block == last], levels, num_levels, edges, small=False)
+    last_ratios = ratios[ratios.block == last]
+    # The large panel gets its own bins (the last block alone), the small ones share theirs.
+    _hist_panel(ax, last_ratios, levels, num_levels, _log_bins(last_ratios["ratio"].to_numpy(float), bins), small=False)
     ax.set_title(f"last block ({last + 1}): scale ratio per level", fontsize=10)
     ax.legend(fontsize=8, frameon=False, loc="upper right")
     n_images = ratios["image_id"].nunique()
@@ -503,21 +505,35 @@ def _hist_panel(ax, df: pd.DataFrame, levels, num_levels: int, edges: np.ndarray
             continue
         ax.hist(v, bins=edges, alpha=0.55, color=_LEVEL_COLORS[level % len(_LEVEL_COLORS)],
                 label=level_label(level, num_levels))
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
     ax.set_xscale("log")
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if _is_nice(v) else ""))
+    ax.set_xlim(edges[0], edges[-1])
+    ticks = _ratio_ticks(edges[0], edges[-1])
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
     ax.axvline(1.0, color="0.3", lw=0.8, ls="--")
     ax.set_xlabel("scale ratio w(finer) / w(coarser)", fontsize=7 if small else 9)
     ax.set_ylabel("images", fontsize=7 if small else 9)
     ax.tick_params(labelsize=7 if small else 8)
 
 
-def _is_nice(v: float) -> bool:
-    m = v / 10 ** np.floor(np.log10(v))
-    return bool(np.isclose(m, 2) or np.isclose(m, 5))
+def _ratio_ticks(lo: float, hi: float, count: int = 7) -> list[float]:
+    """Ticks b**k (k = -3..3) for the smallest "nice" base b that spans most of the axis: symmetric around 1
+    on the log axis (b and 1/b sit at the same distance from 1)."""
+    half = count // 2
+    for base in (1.005, 1.01, 1.02, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0):
+        if base**half >= hi**0.75:  # the outermost ticks cover at least 3/4 of the half-axis
+            break
+    ticks = [base**k for k in range(-half, half + 1)]
+    ticks = [t for t in ticks if lo <= t <= hi] or [1.0]
+    for digits in (2, 3, 4):  # the fewest significant digits that keep the ticks distinct
+        rounded = [float(f"{t:.{digits}g}") for t in ticks]
+        if len(set(rounded)) == len(rounded):
+            return rounded
+    return rounded
 
 
 def plotly_scale_ratios(ratios: pd.DataFrame, block: Optional[int] = None, bins: int = 40):

@@ -64,7 +64,9 @@ def test_colour_scale_is_shared_across_stages(stages):
     rows = paper_stages(stages.num_blocks)
     assert rows == ["before head", "block 2"]
     per_level = reduce_stages(stages, "mean_abs", "per_level", which=rows)
-    for level, (lo, hi) in enumerate(per_level.ranges):
+    for level in range(5):
+        lo, hi = per_level.ranges[(rows[0], level)]
+        assert per_level.ranges[(rows[1], level)] == (lo, hi)
         values = [per_level.maps[s][level] for s in rows]
         assert lo == min(v.min() for v in values) and hi == max(v.max() for v in values)
         normalized = [per_level.normalized(s, level) for s in rows]
@@ -74,7 +76,12 @@ def test_colour_scale_is_shared_across_stages(stages):
     one = reduce_stages(stages, "mean_abs", "per_level", which=["block 2"])
     assert not np.allclose(two.normalized("block 2", 0), one.normalized("block 2", 0))
     glob = reduce_stages(stages, "l2", "global", which=rows)
-    assert len(set(glob.ranges)) == 1
+    assert len(set(glob.ranges.values())) == 1
+    own = reduce_stages(stages, "max", "per_map", which=rows)
+    for s in rows:
+        for level in range(4):  # P7 of a tiny image may be a single cell
+            n = own.normalized(s, level)
+            assert n.min() == 0.0 and n.max() == 1.0
     pca = reduce_stages(stages, "pca", "per_level", which=rows)
     rgb = pca.normalized("block 2", 0)
     assert rgb.shape[-1] == 3 and rgb.min() >= 0 and rgb.max() <= 1
