@@ -151,12 +151,13 @@ def _complete_path(csv_path: Path) -> Path:
     return csv_path.with_name(csv_path.name + ".complete")
 
 
-def _resume(csv_path: Path, notes: Sequence[str], columns: Sequence[str]) -> set[int]:
+def _resume(csv_path: Path, notes: Sequence[str], columns: Sequence[str], wanted: set[int]) -> set[int]:
     """Prepare `csv_path` for appending; return the image ids finished in an earlier run.
 
     An image counts as finished when its id is in the ``.done`` side file, which is written after the
     image's rows were flushed. A partially written last line (a run killed mid-write) is truncated,
-    and rows of images that are not finished are removed, so that they are recomputed whole.
+    and rows of images that are not finished are removed, so that they are recomputed whole; so are
+    rows of images outside `wanted` (e.g. an earlier run with a larger --max-images).
     """
     done_file = _done_path(csv_path)
     if not csv_path.exists():
@@ -170,7 +171,7 @@ def _resume(csv_path: Path, notes: Sequence[str], columns: Sequence[str]) -> set
         lines = text.split("\n")
         if not text.endswith("\n"):
             lines = lines[:-1]  # a partial last id
-        done = {int(x) for x in lines if x.strip()}
+        done = {int(x) for x in lines if x.strip()} & wanted
     raw = csv_path.read_bytes()
     if raw and not raw.endswith(b"\n"):
         raw = raw[: raw.rfind(b"\n") + 1]  # drop a partially written last line
@@ -276,7 +277,7 @@ def collect_scale_weights(
     run_note = "run: " + json.dumps(
         {"model": model_fingerprint(model), "annotations": str(dataset_annotation_file(data_root, split)),
          "batch_size": batch_size}, sort_keys=True)
-    done = _resume(shard, _WEIGHTS_PREAMBLE + (run_note,), WEIGHT_COLUMNS)
+    done = _resume(shard, _WEIGHTS_PREAMBLE + (run_note,), WEIGHT_COLUMNS, {r.image_id for r in records})
 
     model.eval()
     device = next(model.parameters()).device

@@ -146,3 +146,14 @@ def test_in_memory_weights_equal_the_csv(tiny_model, tiny_data, reference):
     assert list(df.file_name.unique()) == [rec.file_name] and len(df) == len(csv)
     np.testing.assert_allclose(df.weight.to_numpy(), csv.weight.to_numpy(), rtol=1e-6)
     assert (df[["block", "level", "source_level"]].to_numpy() == csv[["block", "level", "source_level"]].to_numpy()).all()
+
+
+def test_rerun_with_fewer_images_keeps_only_those(tiny_model, tiny_data, reference, tmp_path):
+    _, ref_out = reference
+    out = tmp_path / "w.csv"
+    out.write_text(ref_out.read_text())
+    (tmp_path / "w.csv.done").write_text(ref_out.with_name(ref_out.name + ".done").read_text())
+    run = collect_scale_weights(tiny_model, tiny_data, out, max_images=3, show_progress=False)
+    assert run.computed == 0
+    assert sorted(read_table(out).image_id.unique()) == [1, 2, 3]
+    assert _data_lines(out) == _data_lines(ref_out)[: 1 + 3 * 26]
