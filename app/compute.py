@@ -1,0 +1,393 @@
+"""What the pages compute, and the caches around it.
+
+Every number comes from `dyhead` (the model) or `analysis` (the paper's figures); this module only
+calls them, converts the results into small picklable values and caches them:
+
+* `st.cache_resource` holds loaded models, once per (file, device, coarser-branch mode). A cached model
+  is shared by every browser session and never modified: attention switches are passed to each call.
+* `st.cache_data` holds per-image results keyed by (model, image, switches).
+* Passes over a dataset (scale ratios, the on/off AP table) write their results under the app's cache
+  folder (`app.paths.cache_dir`), so that a reloaded or interrupted page resumes instead of starting over.
+
+The plain functions (`detect`, `inspect_image`, ...) take the model as an argument and keep nothing
+between calls; the ``*_cached`` wrappers add Streamlit's caches.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from dyhead.config import AttentionSwitches
+
+from .paths import cache_dir, file_key, short_hash
+
+__all__ = [
+    "ModelRef",
+    "SwitchKey",
+    "all_on_key",
+    "switches_from_key",
+    "describe_switches",
+    "load_model_cached",
+    "DetectResult",
+    "detect",
+    "detect_cached",
+    "InsideResult",
+    "inspect_image",
+    "inspect_cached",
+    "dataset_records",
+    "resolved_data_root",
+    "scale_ratio_folder",
+    "run_scale_ratio_pass",
+    "scale_ratio_progress",
+    "load_scale_ratios",
+    "ablation_csv_path",
+    "run_ablation",
+    "efficiency_cached",
+    "image_key",
+]
+
+#: One (scale, spatial, task) triple per block: a hashable form of the per-block switches.
+SwitchKey = tuple[tuple[bool, bool, bool], ...]
+
+
+# ------------------------------------------------------------------------------------------------
+# Models
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Identifies one loaded model: the file (path, size, mtime), the device and the coarser-branch
+    mode (None = the file's own semantics)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    device: str
+    coarser: Optional[str]
+
+    @classmethod
+    def of(cls, path: Path, device: str, coarser: Optional[str]) -> "ModelRef":
+        resolved, size, mtime = file_key(path)
+        return cls(resolved, size, mtime, device, coarser)
+
+    @property
+    def key(self) -> str:
+        return short_hash(self.path, self.size, self.mtime_ns, self.device, self.coarser)
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading the model ...")
+def _load_model(path: str, size: int, mtime_ns: int, device: str, coarser: Optional[str]):
+    from analysis.sources import load_model
+
+    model, info = load_model(path, device=device, coarser_branch=coarser)
+    return model.eval(), info
+
+
+def load_model_cached(ref: ModelRef):
+    """(DyHeadDetector in eval mode, info dict) for `ref`, loaded once per process."""
+    return _load_model(ref.path, ref.size, ref.mtime_ns, ref.device, ref.coarser)
+
+
+# ------------------------------------------------------------------------------------------------
+# Switches
+
+
+def all_on_key(num_blocks: int) -> SwitchKey:
+    return ((True, True, True),) * num_blocks
+
+
+def switches_from_key(key: SwitchKey):
+    """None when every attention is on, else one `AttentionSwitches` per block."""
+    if all(all(t) for t in key):
+        return None
+    return tuple(AttentionSwitches(scale=s, spatial=p, task=c) for s, p, c in key)
+
+
+def describe_switches(key: SwitchKey) -> str:
+    """'all attentions on', 'scale off in every block', 'task off in blocks 2, 5', ..."""
+    parts = []
+    for i, name in enumerate(("scale", "spatial", "task")):
+        off = [b + 1 for b, t in enumerate(key) if not t[i]]
+        if not off:
+            continue
+        where = "every block" if len(off) == len(key) else "block" + ("s " if len(off) > 1 else " ") + ", ".join(map(str, off))
+        parts.append(f"{name} off in {where}")
+    return "; ".join(parts) if parts else "all attentions on"
+
+
+# ------------------------------------------------------------------------------------------------
+# One image
+
+
+def image_key(data: bytes) -> str:
+    return short_hash(len(data), __import__("hashlib").sha1(data).hexdigest())
+
+
+@dataclass
+class DetectResult:
+    """Detections of one image in original-image pixels (CPU tensors), and the inference time."""
+
+    boxes: np.ndarray  # [M, 4] xyxy
+    scores: np.ndarray  # [M]
+    labels: np.ndarray  # [M] contiguous class index
+    seconds: float
+    device: str
+
+    def table(self, class_names: Sequence[str], threshold: float = 0.0) -> pd.DataFrame:
+        keep = self.scores >= threshold
+        b = self.boxes[keep]
+        return pd.DataFrame({
+            "class": [class_names[int(i)] for i in self.labels[keep]],
+            "score": self.scores[keep].round(4),
+            "x1": b[:, 0].round(1), "y1": b[:, 1].round(1), "x2": b[:, 2].round(1), "y2": b[:, 3].round(1),
+        })
+
+    def as_detections(self, threshold: float = 0.0):
+        from dyhead.postprocess import Detections
+
+        keep = self.scores >= threshold
+        return Detections(torch.from_numpy(self.boxes[keep]), torch.from_numpy(self.scores[keep]),
+                          torch.from_numpy(self.labels[keep]))
+
+
+def detect(model, image: np.ndarray, switches=None) -> DetectResult:
+    """`model.predict` on one HxWx3 uint8 RGB image, timed (CUDA synchronised)."""
+    device = model.device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    dets = model.predict([image], switches=switches)[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    return DetectResult(dets.boxes.float().cpu().numpy(), dets.scores.float().cpu().numpy(),
+                        dets.labels.cpu().numpy(), seconds, str(device))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def detect_cached(model_key: str, _model, image_id: str, _image: np.ndarray, switch_key: SwitchKey) -> DetectResult:
+    return detect(_model, _image, switches_from_key(switch_key))
+
+
+@dataclass
+class InsideResult:
+    """What the head computed for one image (numbers from the tower trace, via `analysis`).
+
+    stages: `analysis.feature_maps.FeatureStages` (maps before the head, after the spatial+scale step
+    and after each block). weights: one row per (block, level, source level) with the scale weight
+    (`analysis.scale_ratios.WEIGHT_COLUMNS`); extra["scale_logits"]: the hard sigmoid's inputs (empty
+    when scale attention is off). offsets[b][l]: [18, H_l, W_l] (dy, dx per tap, in level-l
+    cells), masks[b][l]: [9, H_l, W_l]; dyrelu[b][l]: {"a1", "b1", "a2", "b2"} each [C].
+    """
+
+    stages: object
+    weights: pd.DataFrame
+    offsets: list[list[np.ndarray]]
+    masks: list[list[np.ndarray]]
+    dyrelu: list[list[dict[str, np.ndarray]]]
+    detections: DetectResult
+    resized_size: tuple[int, int]
+    original_size: tuple[int, int]
+    strides: tuple[int, ...]
+    num_blocks: int
+    num_levels: int
+    extra: dict = field(default_factory=dict)
+
+
+def inspect_image(model, image: np.ndarray, switches=None, name: str = "image") -> InsideResult:
+    """Detections, tower trace and feature-map stages of one image under `switches`."""
+    from analysis.feature_maps import feature_stages
+    from analysis.scale_ratios import WEIGHT_COLUMNS, weights_from_trace
+    from analysis.sources import ImageRecord
+
+    device = model.device
+    start = time.perf_counter()
+    dets, outputs = model.predict([image], switches=switches, return_trace=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    trace = outputs.trace
+    d = dets[0]
+    det = DetectResult(d.boxes.float().cpu().numpy(), d.scores.float().cpu().numpy(), d.labels.cpu().numpy(),
+                       seconds, str(device))
+    rows = weights_from_trace(trace, [ImageRecord(0, name, Path(name))])
+    weights = pd.DataFrame(rows, columns=list(WEIGHT_COLUMNS)).drop(columns=["image_id", "file_name"])
+    offsets = [[lt.offset[0].float().cpu().numpy() for lt in b.levels] for b in trace.blocks]
+    masks = [[lt.mask[0].float().cpu().numpy() for lt in b.levels] for b in trace.blocks]
+    dyrelu = [[{k: v[0].float().cpu().numpy() for k, v in lt.dyrelu.as_dict().items()} for lt in b.levels]
+              for b in trace.blocks]
+    logits = pd.DataFrame(
+        [(b, l, src, float(v[0])) for b, blk in enumerate(trace.blocks) for l, lt in enumerate(blk.levels)
+         for src, v in sorted(lt.scale_logits.items())],
+        columns=["block", "level", "source_level", "logit"])
+    _, resized_sizes, original_sizes = model.preprocess([image])
+    stages = feature_stages(model, image, switches=switches)
+    return InsideResult(stages, weights, offsets, masks, dyrelu, det, tuple(resized_sizes[0]), tuple(original_sizes[0]),
+                        tuple(model.config.strides), len(trace.blocks), len(trace.blocks[0].levels) if trace.blocks else 0,
+                        extra={"scale_logits": logits})
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def inspect_cached(model_key: str, _model, image_id: str, _image: np.ndarray, switch_key: SwitchKey,
+                   name: str = "image") -> InsideResult:
+    return inspect_image(_model, _image, switches_from_key(switch_key), name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Datasets
+
+
+@st.cache_resource(show_spinner="Preparing the demo data (generated once) ...")
+def _demo_root() -> str:
+    from analysis.sources import default_data_root
+
+    return str(default_data_root("val"))
+
+
+def resolved_data_root(data_root: Optional[str], split: str) -> Path:
+    """The dataset root to use: `data_root`, or the demo data (generated on first use) when empty.
+    Raises `analysis.sources.SourceError` naming what is missing."""
+    from analysis.sources import resolve_dataset
+
+    if not data_root:
+        if split not in ("val", "val2017"):
+            from analysis.sources import default_data_root
+
+            return default_data_root(split)  # raises a clear SourceError for a missing demo split
+        return Path(_demo_root())
+    resolve_dataset(data_root, split)
+    return Path(data_root)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def dataset_records(root: str, split: str, annotation_mtime: int) -> list:
+    """`analysis.sources.dataset_images` of a split (cached until the annotation file changes)."""
+    from analysis.sources import dataset_images
+
+    return dataset_images(root, split)
+
+
+def annotation_mtime(root: Path, split: str) -> int:
+    from analysis.sources import resolve_dataset
+
+    return int(resolve_dataset(root, split).annotation_file.stat().st_mtime_ns)
+
+
+# ------------------------------------------------------------------------------------------------
+# Scale ratios over a dataset (Fig. 3), resumable on disk
+
+
+def scale_ratio_folder(ref: ModelRef, root: Path, split: str) -> Path:
+    """The results folder of one (checkpoint, device, coarser mode, dataset split)."""
+    from analysis.sources import resolve_dataset
+
+    ann = resolve_dataset(root, split).annotation_file
+    folder = cache_dir() / "scale_ratios" / short_hash(ref.key, ann.resolve(), split)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def run_scale_ratio_pass(model, ref: ModelRef, root: Path, split: str, max_images: int,
+                         progress: Optional[Callable[[int, int], None]] = None):
+    """`analysis.scale_ratios.collect_scale_weights` into the folder of (ref, dataset); resumes an
+    earlier, interrupted pass. Returns the `ScaleRatioRun`."""
+    from analysis.scale_ratios import collect_scale_weights
+
+    out_csv = scale_ratio_folder(ref, root, split) / "weights.csv"
+    return collect_scale_weights(model, root, out_csv, split=split, max_images=max_images, batch_size=1,
+                                 progress=progress, show_progress=False)
+
+
+def scale_ratio_progress(ref: ModelRef, root: Path, split: str, image_ids: Sequence[int]) -> int:
+    """How many of `image_ids` have their weights on disk already (0 when nothing was run)."""
+    csv = scale_ratio_folder(ref, root, split) / "weights.csv"
+    done = csv.with_name(csv.name + ".done")
+    if not done.exists():
+        return 0
+    finished = {int(x) for x in done.read_text().split() if x.strip().isdigit()}
+    return len(finished.intersection(image_ids))
+
+
+def load_scale_ratios(ref: ModelRef, root: Path, split: str, image_ids: Sequence[int]):
+    """(raw weights, ratios) of the finished `image_ids` (`analysis.scale_ratios.compute_ratios`)."""
+    from analysis.scale_ratios import compute_ratios, read_table
+
+    csv = scale_ratio_folder(ref, root, split) / "weights.csv"
+    weights = read_table(csv)
+    weights = weights[weights["image_id"].isin(set(int(i) for i in image_ids))]
+    if weights.empty:
+        return weights, None
+    return weights, compute_ratios(weights)
+
+
+# ------------------------------------------------------------------------------------------------
+# Attention on/off AP table (Table 1 analogue), cached on disk
+
+
+def ablation_csv_path(ref: ModelRef, root: Path, split: str, max_images: int, one_block: bool) -> Path:
+    from analysis.sources import resolve_dataset
+
+    ann = resolve_dataset(root, split).annotation_file
+    folder = cache_dir() / "ablation"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{short_hash(ref.key, ann.resolve(), split, max_images, one_block)}.csv"
+
+
+def run_ablation(model, ref: ModelRef, root: Path, split: str, max_images: int, one_block: bool,
+                 progress: Optional[Callable[[int, int], None]] = None) -> pd.DataFrame:
+    """`analysis.ablation.ablation_table`, read from disk when it was computed before."""
+    from analysis.ablation import KNOCKOUT_NOTE, ablation_table
+    from analysis.tables import read_table, write_table
+
+    path = ablation_csv_path(ref, root, split, max_images, one_block)
+    if path.exists():
+        df = read_table(path)
+        df.attrs["note"] = KNOCKOUT_NOTE
+        return df
+    df = ablation_table(model, root, split, max_images=max_images, one_block=one_block, batch_size=4,
+                        progress=progress)
+    write_table(df, path, [KNOCKOUT_NOTE])
+    return df
+
+
+def cached_ablation(ref: ModelRef, root: Path, split: str, max_images: int, one_block: bool) -> Optional[pd.DataFrame]:
+    from analysis.ablation import KNOCKOUT_NOTE
+    from analysis.tables import read_table
+
+    path = ablation_csv_path(ref, root, split, max_images, one_block)
+    if not path.exists():
+        return None
+    df = read_table(path)
+    df.attrs["note"] = KNOCKOUT_NOTE
+    return df
+
+
+# ------------------------------------------------------------------------------------------------
+# Cost vs depth (Table 2)
+
+
+@st.cache_data(max_entries=8, show_spinner="Counting GMACs on meta tensors ...")
+def efficiency_cached(blocks: tuple[int, ...], channels: int, image_size: tuple[int, int], pad: int) -> pd.DataFrame:
+    """`analysis.efficiency.efficiency_table` without latency (counted on meta tensors), also kept on
+    disk so that a restarted app does not count again."""
+    from analysis.efficiency import efficiency_table
+    from analysis.tables import read_table, write_table
+
+    path = cache_dir() / "efficiency" / f"{short_hash(blocks, channels, image_size, pad, torch.__version__)}.csv"
+    if path.exists():
+        df = read_table(path)
+        notes = df.attrs.get("notes", [])
+        df.attrs = {"convention": notes[0] if notes else "", "input_size": notes[1] if len(notes) > 1 else "",
+                    "latency_device": "not measured"}
+        return df
+    df = efficiency_table(blocks=blocks, channels=channels, image_size=image_size, pad=pad, latency=False)
+    write_table(df, path, [df.attrs["convention"], df.attrs["input_size"]])
+    return df

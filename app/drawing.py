@@ -1,0 +1,106 @@
+"""Plotly drawings for the pages: boxes on an image, spatial-attention sampling points, bar charts.
+
+Only drawing: the numbers come from `dyhead` (detections, trace) and `analysis`; this module places
+them on an image.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+__all__ = ["CLASS_COLORS", "detections_figure", "sampling_points", "sampling_figure", "LEVEL_COLORS"]
+
+CLASS_COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
+                "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000")
+LEVEL_COLORS = ("#6a3d9a", "#e31a1c", "#33a02c", "#ff7f00", "#1f78b4")  # P3..P7, as analysis' figures
+
+
+def _image_figure(image: np.ndarray, height: Optional[int] = None) -> go.Figure:
+    h, w = image.shape[:2]
+    fig = go.Figure(go.Image(z=image, hoverinfo="skip"))
+    fig.update_xaxes(visible=False, range=[0, w])
+    fig.update_yaxes(visible=False, range=[h, 0], scaleanchor="x")
+    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), height=height or min(720, max(320, int(560 * h / max(w, 1)))),
+                      showlegend=False)
+    return fig
+
+
+def detections_figure(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                      class_names: Sequence[str], title: str = "", highlight: Optional[set] = None,
+                      height: Optional[int] = None) -> go.Figure:
+    """The image with one rectangle and label per detection (boxes xyxy in image pixels). Boxes whose
+    index is in `highlight` are drawn dashed and thicker."""
+    fig = _image_figure(image, height)
+    xs, ys, texts, colors = [], [], [], []
+    for i, (box, score, label) in enumerate(zip(boxes, scores, labels)):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        color = CLASS_COLORS[int(label) % len(CLASS_COLORS)]
+        marked = highlight is not None and i in highlight
+        fig.add_shape(type="rect", x0=x1, y0=y1, x1=x2, y1=y2, line=dict(color=color, width=3 if marked else 2,
+                      dash="dash" if marked else "solid"))
+        name = class_names[int(label)] if int(label) < len(class_names) else str(int(label))
+        fig.add_annotation(x=x1, y=y1, text=f"{name} {float(score):.2f}", showarrow=False, xanchor="left",
+                           yanchor="bottom", font=dict(size=11, color="white"), bgcolor=color, opacity=0.85,
+                           borderpad=1)
+        xs.append((x1 + x2) / 2)
+        ys.append((y1 + y2) / 2)
+        texts.append(f"{name}<br>score {float(score):.3f}<br>[{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
+        colors.append(color)
+    if xs:
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", marker=dict(size=6, color=colors, opacity=0.0),
+                                 hovertext=texts, hoverinfo="text"))
+    if title:
+        fig.update_layout(title=dict(text=title, font=dict(size=13)))
+    return fig
+
+
+def sampling_points(offset: np.ndarray, mask: np.ndarray, y: int, x: int, stride: int,
+                    scale_yx: tuple[float, float]) -> pd.DataFrame:
+    """Where the spatial-aware attention samples for output position (y, x) of a level.
+
+    offset [18, H, W] holds (dy, dx) of tap k = 3i + j in channels 2k, 2k+1 (level cells); mask [9, H, W].
+    A 3x3 deformable conv with padding 1 reads tap k at (y + i - 1 + dy, x + j - 1 + dx) in level cells.
+    A level cell u lies at image pixel (u + 0.5) * stride of the resized image (the anchor centres,
+    offset 0.5); `scale_yx` maps resized-image pixels to the original image.
+    Returns one row per tap: tap, i, j, dy, dx, mask, grid_y/x and sample_y/x in original-image pixels.
+    """
+    rows = []
+    sy, sx = scale_yx
+    for k in range(9):
+        i, j = divmod(k, 3)
+        dy, dx = float(offset[2 * k, y, x]), float(offset[2 * k + 1, y, x])
+        gy, gx = y + i - 1, x + j - 1
+        rows.append({
+            "tap": k, "i": i, "j": j, "dy": dy, "dx": dx, "mask": float(mask[k, y, x]),
+            "grid_y": (gy + 0.5) * stride * sy, "grid_x": (gx + 0.5) * stride * sx,
+            "sample_y": (gy + dy + 0.5) * stride * sy, "sample_x": (gx + dx + 0.5) * stride * sx,
+        })
+    return pd.DataFrame(rows)
+
+
+def sampling_figure(image: np.ndarray, points: pd.DataFrame, center: tuple[float, float], title: str = "",
+                    height: Optional[int] = None) -> go.Figure:
+    """Arrows from the regular 3x3 grid to where each tap samples; marker size and opacity = mask."""
+    fig = _image_figure(image, height)
+    for row in points.itertuples():
+        fig.add_annotation(x=row.sample_x, y=row.sample_y, ax=row.grid_x, ay=row.grid_y, xref="x", yref="y",
+                           axref="x", ayref="y", showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=1.5,
+                           arrowcolor="rgba(0, 255, 255, 0.9)", text="")
+    fig.add_trace(go.Scatter(x=points.grid_x, y=points.grid_y, mode="markers",
+                             marker=dict(size=6, color="white", line=dict(color="black", width=1)),
+                             hoverinfo="skip", name="regular grid"))
+    fig.add_trace(go.Scatter(
+        x=points.sample_x, y=points.sample_y, mode="markers",
+        marker=dict(size=8 + 22 * points["mask"].clip(0, 1), color="#ff2d95",
+                    opacity=(0.25 + 0.75 * points["mask"].clip(0, 1)).tolist(), line=dict(color="white", width=1)),
+        hovertext=[f"tap {r.tap}: offset ({r.dy:+.2f}, {r.dx:+.2f}) cells, mask {r.mask:.2f}" for r in points.itertuples()],
+        hoverinfo="text", name="sampling points"))
+    fig.add_trace(go.Scatter(x=[center[1]], y=[center[0]], mode="markers",
+                             marker=dict(symbol="x", size=12, color="yellow", line=dict(width=2)), hoverinfo="skip"))
+    if title:
+        fig.update_layout(title=dict(text=title, font=dict(size=13)))
+    return fig

@@ -1,0 +1,143 @@
+"""Attention on/off: switch attentions off at inference (globally or per block) and see what changes."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from analysis.ablation import KNOCKOUT_NOTE, plot_ablation, plotly_ablation
+from analysis.detection_diff import diff_summary, match_detections
+from analysis.feature_maps import FeatureStages, plot_feature_grid, plotly_feature_grid
+from analysis.sources import SourceError
+from app import compute
+from app.downloads import csv_download, figure_downloads
+from app.drawing import detections_figure
+from app.sidebar import require_model
+
+ATTENTIONS = ("scale", "spatial", "task")
+
+st.title("Attention on/off")
+st.caption("Switch attentions off for this model at inference time. Off means the neutral value: scale off = "
+           "every weight 1 (a plain mean of the branches), spatial off = zero offsets and masks of 1 (an ordinary "
+           "3×3 conv), task off = a plain ReLU. The switches are passed with each call; the shared model is "
+           "never changed, so other sessions are not affected.")
+ctx = require_model()
+B = ctx.num_blocks
+if B == 0:
+    st.error("This model has no DyHead blocks: there is no attention to switch.")
+    st.stop()
+
+g1, g2, g3 = st.columns(3)
+global_on = {
+    "scale": g1.toggle("Scale-aware (L)", True, key="sw_scale"),
+    "spatial": g2.toggle("Spatial-aware (S)", True, key="sw_spatial"),
+    "task": g3.toggle("Task-aware (C)", True, key="sw_task"),
+}
+with st.expander("Per block"):
+    cols = st.columns(B)
+    per_block = []
+    for b in range(B):
+        with cols[b]:
+            st.markdown(f"**Block {b + 1}**")
+            per_block.append(tuple(st.checkbox(a, True, key=f"sw_b{b}_{a}", disabled=not global_on[a])
+                                   for a in ATTENTIONS))
+switch_key = tuple(tuple(global_on[a] and per_block[b][i] for i, a in enumerate(ATTENTIONS)) for b in range(B))
+all_on = compute.all_on_key(B)
+setting = compute.describe_switches(switch_key)
+st.markdown(f"**Chosen setting:** {setting}")
+
+
+def _image_tab(image) -> None:
+    threshold = st.slider("Score threshold", 0.05, 1.0, 0.3, 0.01, key="sw_threshold")
+    ref = compute.inspect_cached(ctx.ref.key, ctx.model, image.key, image.array, all_on, image.name)
+    other = ref if switch_key == all_on else compute.inspect_cached(ctx.ref.key, ctx.model, image.key, image.array,
+                                                                   switch_key, image.name)
+    names = ctx.class_names
+    diff = match_detections(ref.detections.as_detections(), other.detections.as_detections(), 0.5, threshold, names)
+    s = diff_summary(diff)
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Boxes (all on)", s["reference"])
+    m2.metric("Boxes (chosen)", s["other"], delta=s["other"] - s["reference"])
+    m3.metric("Removed / added", f"{s['removed']} / {s['added']}")
+    m4.metric("Mean |score change|", "-" if s["matched"] == 0 else f"{s['mean_abs_score_change']:.3f}")
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(detections_figure(image.array, diff.ref.boxes.numpy(), diff.ref.scores.numpy(),
+                                          diff.ref.labels.numpy(), names, title="All attentions on",
+                                          highlight=set(diff.removed["index"]), height=380), key="sw_det_ref")
+    with right:
+        st.plotly_chart(detections_figure(image.array, diff.other.boxes.numpy(), diff.other.scores.numpy(),
+                                          diff.other.labels.numpy(), names, title=setting,
+                                          highlight=set(diff.added["index"]), height=380), key="sw_det_other")
+    st.caption(f"Boxes scoring ≥ {threshold:.2f}, matched within a class by IoU ≥ 0.5. Dashed: removed "
+               "(left) or added (right) by the chosen setting.")
+    with st.expander("What changed (tables)"):
+        st.markdown("**Matched**")
+        st.dataframe(diff.matched.round(3), hide_index=True)
+        st.markdown("**Removed** (only with all on)")
+        st.dataframe(diff.removed.round(1), hide_index=True)
+        st.markdown("**Added** (only with the chosen setting)")
+        st.dataframe(diff.added.round(1), hide_index=True)
+    csv_download(lambda: pd.concat([diff.matched.assign(status="matched"), diff.removed.assign(status="removed"),
+                                    diff.added.assign(status="added")], ignore_index=True),
+                 "detection_changes", key="sw_changes", notes=[f"{image.name}; all on vs {setting}; {KNOCKOUT_NOTE}"])
+
+    st.markdown("#### Feature maps, all on vs chosen")
+    f1, f2, f3 = st.columns([2, 1, 1])
+    stage_names = ref.stages.stages
+    stage = f1.selectbox("Stage", stage_names, index=len(stage_names) - 1, key="sw_stage")
+    reduction = f2.selectbox("Reduction", ["mean_abs", "l2", "max", "pca"], key="sw_reduction")
+    opacity = f3.slider("Opacity", 0.0, 1.0, 0.6, 0.05, key="sw_opacity")
+    # Both runs' maps in one FeatureStages, so that one colour range per level covers both rows.
+    rows = [f"all on: {stage}", f"chosen: {stage}"]
+    pair = FeatureStages(image=image.array, stages=rows,
+                         maps={rows[0]: ref.stages.maps[stage], rows[1]: other.stages.maps[stage]},
+                         num_blocks=ref.stages.num_blocks)
+    st.plotly_chart(plotly_feature_grid(pair, reduction, "per_level", rows=rows, opacity=opacity), key="sw_maps")
+    figure_downloads(lambda: plot_feature_grid(pair, reduction, "per_level", rows=rows, opacity=opacity),
+                     "feature_maps_on_vs_chosen", key="sw_maps_dl")
+
+
+tab_image, tab_table = st.tabs(["This image", "AP over the dataset"])
+
+# ------------------------------------------------------------------------------------------------
+with tab_image:
+    if ctx.image is None:
+        st.error(f"No usable image: {ctx.image_error}" if ctx.image_error else "No image chosen.")
+    else:
+        _image_tab(ctx.image)
+
+# ------------------------------------------------------------------------------------------------
+with tab_table:
+    st.info("Inference-time knock-outs: " + KNOCKOUT_NOTE + ". COCO AP from pycocotools, in percent.")
+    try:
+        root = ctx.data_root()
+        records = compute.dataset_records(str(root), ctx.split, compute.annotation_mtime(root, ctx.split))
+    except SourceError as exc:
+        st.error(f"Dataset: {exc}")
+        st.stop()
+    a1, a2 = st.columns(2)
+    n = int(a1.number_input(f"Images (first N of {len(records)})", 1, len(records), min(20, len(records)),
+                            key="ab_n"))
+    one_block = a2.checkbox(f"Also each attention off in one block ({3 * B} more settings)", False, key="ab_one")
+    df = compute.cached_ablation(ctx.ref, root, ctx.split, n, one_block)
+    if df is None and st.button("Compute the AP table", type="primary", key="ab_run"):
+        settings = 8 + (3 * B if one_block else 0)
+        bar = st.progress(0.0, text=f"0 / {settings} settings")
+        try:
+            df = compute.run_ablation(ctx.model, ctx.ref, root, ctx.split, n, one_block,
+                                      progress=lambda d, t: bar.progress(d / t, text=f"{d} / {t} settings"))
+        except Exception as exc:  # noqa: BLE001 - dataset/category problems are shown, the app keeps running
+            st.error(f"The AP table could not be computed: {exc}")
+            st.stop()
+        bar.empty()
+    if df is None:
+        st.caption(f"{8 + (3 * B if one_block else 0)} settings × {n} images; the result is kept on disk.")
+    else:
+        st.dataframe(df, hide_index=True, key="ab_table")
+        st.plotly_chart(plotly_ablation(df), key="ab_chart")
+        d1, d2 = st.columns([1.2, 2])
+        with d1:
+            figure_downloads(lambda: plot_ablation(df), "attention_knockouts_table1", pdf=True, key="ab_fig")
+        with d2:
+            csv_download(df, "attention_knockouts", key="ab_csv", notes=[KNOCKOUT_NOTE])

@@ -1,0 +1,56 @@
+"""Detect: boxes, class names and scores for the current image, with a score threshold."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import compute
+from app.downloads import csv_download, figure_downloads
+from app.drawing import detections_figure
+from app.sidebar import require_image, require_model
+
+st.title("Detect")
+ctx = require_model()
+image = require_image(ctx)
+
+threshold = st.slider("Score threshold", 0.0, 1.0, 0.3, 0.01, key="detect_threshold",
+                      help="Boxes scoring below are hidden (the model keeps boxes from 0.05, as the official ATSS).")
+switch_key = compute.all_on_key(ctx.num_blocks)
+result = compute.detect_cached(ctx.ref.key, ctx.model, image.key, image.array, switch_key)
+keep = result.scores >= threshold
+names = ctx.class_names
+
+c1, c2, c3 = st.columns(3)
+c1.metric("Detections shown", int(keep.sum()), help=f"{len(result.scores)} above the model's own threshold")
+c2.metric("Inference time", f"{1000 * result.seconds:.0f} ms", help="preprocessing, network and post-processing "
+          "of this image, measured when it was first computed")
+c3.metric("Device", result.device)
+
+fig = detections_figure(image.array, result.boxes[keep], result.scores[keep], result.labels[keep], names,
+                        title=f"{image.name}: {int(keep.sum())} boxes with score ≥ {threshold:.2f}")
+st.plotly_chart(fig, key="detect_figure")
+
+
+def _matplotlib_figure():
+    import matplotlib.pyplot as plt
+
+    from analysis.detection_diff import draw_detections
+
+    h, w = image.array.shape[:2]
+    fig, ax = plt.subplots(figsize=(8, 8 * h / max(w, 1)))
+    draw_detections(ax, image.array, result.as_detections(threshold), names)
+    ax.set_title(f"{image.name}: score >= {threshold:.2f}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+table = result.table(names, threshold)
+st.dataframe(table, hide_index=True, key="detect_table")
+d1, d2 = st.columns([1, 3])
+with d1:
+    figure_downloads(_matplotlib_figure, "detections", key="detect_dl")
+with d2:
+    csv_download(table, "detections", key="detect_dl",
+                 notes=[f"{image.name}; boxes xyxy in original-image pixels; score >= {threshold:g}"])
+if image.note:
+    st.caption(f"The image was {image.note}.")

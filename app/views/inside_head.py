@@ -1,0 +1,152 @@
+"""Inside the head (paper Fig. 4): feature maps per level before the head and after each block and
+attention step, the scale weights of this image, where spatial attention samples, DyReLU coefficients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from analysis.feature_maps import COLOR_SCALES, paper_stages, plot_feature_grid, plotly_feature_grid, reduce_stages
+from analysis.levels import LEVEL_NOTE, level_label, level_name
+from app import compute
+from app.downloads import csv_download, figure_downloads
+from app.drawing import sampling_figure, sampling_points
+from app.sidebar import require_image, require_model
+
+st.title("Inside the head")
+st.caption("What the DyHead tower computes for the current image, block by block (the paper's Figure 4 and more). "
+           + LEVEL_NOTE + ".")
+ctx = require_model()
+image = require_image(ctx)
+if ctx.num_blocks == 0:
+    st.error("This model has no DyHead blocks (an ATSS baseline head): there is nothing inside to show.")
+    st.stop()
+
+res = compute.inspect_cached(ctx.ref.key, ctx.model, image.key, image.array, compute.all_on_key(ctx.num_blocks),
+                             image.name)
+stages = res.stages
+L = res.num_levels
+
+# ------------------------------------------------------------------------------------------------
+st.subheader("Feature maps")
+c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+rows = c1.multiselect("Stages (rows)", stages.stages, default=paper_stages(stages.num_blocks), key="fm_rows",
+                      help="'block b, spatial+scale' = the scale-weighted mean of the deformable-conv branches "
+                           "(the DyReLU input); 'block b' = the block output after task-aware attention.")
+reduction = c2.selectbox("Reduction", ["mean_abs", "l2", "max", "pca", "channel"], key="fm_reduction",
+                         help="How the C channels become one map: mean |x|, L2 norm, max, one channel, or the first "
+                              "three principal components as RGB.")
+if reduction == "channel":
+    channel = c2.number_input("Channel", 0, int(stages.maps[stages.stages[0]][0].shape[0]) - 1, 0, key="fm_channel")
+    reduction = f"channel:{int(channel)}"
+color_scale = c3.radio("Colour scale", list(COLOR_SCALES), key="fm_scale",
+                       help="per_level: one range per level shared by every stage shown (compare a level across "
+                            "blocks); global: one range for everything; per_map: each map its own range (shapes "
+                            "only, magnitudes no longer compare).")
+opacity = c4.slider("Opacity", 0.0, 1.0, 0.6, 0.05, key="fm_opacity")
+if not rows:
+    st.info("Choose at least one stage.")
+else:
+    st.plotly_chart(plotly_feature_grid(stages, reduction, color_scale, rows=rows, opacity=opacity),
+                    key="fm_grid")
+    reduced = reduce_stages(stages, reduction, color_scale, which=rows)
+    if reduction != "pca" and color_scale != "per_map":
+        ranges = ", ".join(f"{level_name(l)} [{reduced.ranges[(rows[0], l)][0]:.3g}, {reduced.ranges[(rows[0], l)][1]:.3g}]"
+                           for l in range(reduced.num_levels))
+        st.caption(f"Colour range ({color_scale.replace('_', ' ')}): {ranges}; colormap inferno (dark = low).")
+
+    def _maps_table() -> pd.DataFrame:
+        frames = []
+        for stage in rows:
+            for level, m in enumerate(reduced.maps[stage]):
+                h, w = m.shape[:2]
+                yy, xx = np.mgrid[0:h, 0:w]
+                df = pd.DataFrame({"stage": stage, "level": level_name(level), "y": yy.ravel(), "x": xx.ravel()})
+                if m.ndim == 3:
+                    for k in range(3):
+                        df[f"pc{k + 1}"] = m[..., k].ravel()
+                else:
+                    df["value"] = m.ravel()
+                frames.append(df)
+        return pd.concat(frames, ignore_index=True)
+
+    d1, d2 = st.columns([1, 3])
+    with d1:
+        figure_downloads(lambda: plot_feature_grid(stages, reduction, color_scale, rows=rows, opacity=opacity),
+                         "feature_maps_fig4", pdf=True, key="fm_dl")
+    with d2:
+        csv_download(_maps_table, "feature_maps", key="fm_dl",
+                     notes=[f"{image.name}; reduction {reduction}; cells of each level's map (y, x)", LEVEL_NOTE])
+
+# ------------------------------------------------------------------------------------------------
+st.subheader("Scale weights of this image")
+st.caption("Scale-aware attention gives each branch of an output level one weight per image: "
+           "relu6(ReLU(f(pool(branch))) + 3) / 6, in [0.5, 1]. Sources: the finer neighbour l-1, the level "
+           "itself, the coarser neighbour l+1.")
+w = res.weights.copy()
+w["role"] = np.select([w.source_level < w.level, w.source_level == w.level], ["finer (l-1)", "same (l)"],
+                      "coarser (l+1)")
+block_w = st.slider("Block", 1, res.num_blocks, res.num_blocks, key="sw_block")
+sub = w[w.block == block_w - 1]
+fig = go.Figure()
+for role, color in (("finer (l-1)", "#1f77b4"), ("same (l)", "#7f7f7f"), ("coarser (l+1)", "#d62728")):
+    r = sub[sub.role == role]
+    fig.add_trace(go.Bar(x=r.level_name, y=r.weight, name=role, marker_color=color,
+                         text=[f"{v:.3f}" for v in r.weight], textposition="outside"))
+fig.update_layout(barmode="group", yaxis=dict(range=[0, 1.1], title="scale weight"), xaxis_title="output level",
+                  title=f"Block {block_w}: weight of each source, per output level", height=340,
+                  margin=dict(t=40, b=10))
+st.plotly_chart(fig, key="sw_chart")
+pivot = w.pivot_table(index=["block", "level_name"], columns="role", values="weight").reset_index()
+pivot["block"] += 1
+with st.expander("All blocks (table)"):
+    st.dataframe(pivot, hide_index=True)
+csv_download(w.assign(block=w.block + 1), "scale_weights_image", key="sw_dl",
+             notes=[f"{image.name}; block 1-based; {LEVEL_NOTE}"])
+
+# ------------------------------------------------------------------------------------------------
+st.subheader("Where spatial attention looks")
+st.caption("Each output position samples its level at 9 points: the regular 3×3 grid (white) moved by the "
+           "learned offsets (arrows). Marker size and opacity show the modulation mask Δm_k. The same offsets "
+           "serve the level's three branches.")
+o1, o2, o3, o4 = st.columns(4)
+block_o = o1.number_input("Block", 1, res.num_blocks, res.num_blocks, key="off_block")
+level_o = o2.selectbox("Level", list(range(L)), format_func=lambda l: level_label(l, L), key="off_level")
+rh, rw = res.resized_size
+stride = res.strides[level_o]
+hl, wl = -(-rh // stride), -(-rw // stride)  # cells that cover the image
+y = o3.slider("Row (cells)", 0, hl - 1, hl // 2, key="off_y") if hl > 1 else 0
+x = o4.slider("Column (cells)", 0, wl - 1, wl // 2, key="off_x") if wl > 1 else 0
+oh, ow = res.original_size
+scale_yx = (oh / rh, ow / rw)
+pts = sampling_points(res.offsets[block_o - 1][level_o], res.masks[block_o - 1][level_o], y, x, stride, scale_yx)
+centre = ((y + 0.5) * stride * scale_yx[0], (x + 0.5) * stride * scale_yx[1])
+st.plotly_chart(sampling_figure(image.array, pts, centre,
+                                title=f"Block {block_o}, {level_name(level_o)} (stride {stride}), cell ({y}, {x})"),
+                key="off_fig")
+with st.expander("Sampling points (table)"):
+    st.dataframe(pts.round(3), hide_index=True)
+csv_download(pts, "spatial_sampling_points", key="off_dl",
+             notes=[f"{image.name}; block {block_o}; {level_name(level_o)}; cell ({y}, {x}); dy/dx in level cells; "
+                    "grid_* and sample_* in original-image pixels"])
+
+# ------------------------------------------------------------------------------------------------
+st.subheader("Task-aware attention (DyReLU) coefficients")
+st.caption("Per channel c: output = max(a1·x + b1, a2·x + b2). A plain ReLU is a1 = 1, b1 = a2 = b2 = 0. "
+           "The official code pools each level separately, so every level has its own coefficients.")
+t1, t2 = st.columns(2)
+block_t = t1.number_input("Block", 1, res.num_blocks, res.num_blocks, key="dy_block")
+level_t = t2.selectbox("Level", list(range(L)), format_func=lambda l: level_label(l, L), key="dy_level")
+coeffs = res.dyrelu[block_t - 1][level_t]
+dy = pd.DataFrame({"channel": np.arange(len(coeffs["a1"])), **{k: v for k, v in coeffs.items()}})
+fig = go.Figure()
+for k, color in (("a1", "#1f77b4"), ("b1", "#aec7e8"), ("a2", "#d62728"), ("b2", "#ff9896")):
+    fig.add_trace(go.Scatter(x=dy.channel, y=dy[k], mode="lines+markers", name=k, marker=dict(size=4),
+                             line=dict(color=color)))
+fig.update_layout(height=300, xaxis_title="channel", yaxis_title="coefficient", margin=dict(t=30, b=10),
+                  title=f"Block {block_t}, {level_name(level_t)}")
+st.plotly_chart(fig, key="dy_chart")
+csv_download(dy, "dyrelu_coefficients", key="dy_dl",
+             notes=[f"{image.name}; block {block_t}; {level_name(level_t)}"])

@@ -1,0 +1,50 @@
+"""Model & data: what is loaded (checkpoint kind, configuration, notes) and the chosen dataset."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from analysis.sources import SourceError
+from app import compute
+from app.sidebar import KIND_NAMES, context
+
+st.title("Model & data")
+ctx = context()
+st.markdown("Choose the checkpoint, dataset, device and coarser-branch mode in the sidebar. The bundled demo model "
+            "and the generated demo data are used when nothing else is given.")
+
+st.subheader("Model")
+if not ctx.ready:
+    st.error(f"No model loaded: {ctx.model_error}")
+else:
+    cfg = ctx.model.config
+    info = ctx.info
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Checkpoint kind", KIND_NAMES.get(info.get("kind"), str(info.get("kind"))))
+    c2.metric("Device", str(ctx.model.device), help=f"requested: {ctx.device_request}")
+    c3.metric("DyHead blocks", cfg.tower.num_blocks)
+    c4.metric("Parameters", f"{sum(p.numel() for p in ctx.model.parameters()) / 1e6:.2f} M")
+    st.markdown(f"**File:** `{ctx.checkpoint}` · **classes:** {', '.join(cfg.class_names[:12])}"
+                + (" ..." if len(cfg.class_names) > 12 else "")
+                + f" · **coarser branch:** {cfg.tower.coarser_branch.value} · **test size:** {cfg.min_size}/{cfg.max_size}")
+    for note in info.get("notes", []):
+        st.caption(note)
+    with st.expander("Configuration"):
+        st.code(json.dumps(cfg.to_dict(), indent=2), language="json")
+    if info.get("meta"):
+        with st.expander("Checkpoint metadata"):
+            st.code(json.dumps(info["meta"], indent=2, default=str), language="json")
+
+st.subheader("Dataset")
+try:
+    root = ctx.data_root()
+    records = compute.dataset_records(str(root), ctx.split, compute.annotation_mtime(root, ctx.split))
+except SourceError as exc:
+    st.error(f"Dataset: {exc}")
+else:
+    st.markdown(f"**Root:** `{root}` · **split:** {ctx.split} · **images:** {len(records)}")
+    st.dataframe(pd.DataFrame([{"image_id": r.image_id, "file": r.file_name} for r in records[:200]]),
+                 hide_index=True, height=240, key="md_images")

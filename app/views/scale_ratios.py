@@ -1,0 +1,85 @@
+"""Scale ratios (paper Fig. 3): the learned scale-attention ratios of every level over a dataset."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analysis.levels import LEVEL_NOTE
+from analysis.scale_ratios import RATIO_DEFINITION, plot_scale_ratios, plotly_scale_ratios, ratio_summary
+from analysis.sources import SourceError
+from app import compute
+from app.downloads import csv_download, figure_downloads
+from app.sidebar import require_model
+
+st.title("Scale ratios")
+st.caption("The paper's Figure 3: for every level, the ratio of the learned scale weight of the higher-resolution "
+           "source to that of the lower-resolution one, over a dataset. " + RATIO_DEFINITION + ". " + LEVEL_NOTE + ".")
+ctx = require_model()
+if ctx.num_blocks == 0:
+    st.error("This model has no DyHead blocks: there are no scale weights to show.")
+    st.stop()
+try:
+    root = ctx.data_root()
+    records = compute.dataset_records(str(root), ctx.split, compute.annotation_mtime(root, ctx.split))
+except SourceError as exc:
+    st.error(f"Dataset: {exc}")
+    st.stop()
+
+total = len(records)
+c1, c2 = st.columns([1, 2])
+n = int(c1.number_input(f"Images (first N of {total} in {ctx.data_label}, split {ctx.split})", 1, total,
+                        min(20, total), key="sr_n"))
+ids = [r.image_id for r in records[:n]]
+done = compute.scale_ratio_progress(ctx.ref, root, ctx.split, ids)
+folder = compute.scale_ratio_folder(ctx.ref, root, ctx.split)
+c2.write("")
+status = c2.empty()
+status.caption(f"{done} of {n} images computed (kept in `{folder}`; a reloaded or interrupted page resumes here).")
+
+if st.button("Run the pass" if done == 0 else ("Resume the pass" if done < n else "Up to date"), type="primary",
+             disabled=done >= n, key="sr_run"):
+    bar = st.progress(done / n, text=f"{done} / {n} images")
+
+    def on_progress(finished: int, count: int) -> None:
+        bar.progress(finished / max(count, 1), text=f"{finished} / {count} images")
+
+    try:
+        run = compute.run_scale_ratio_pass(ctx.model, ctx.ref, root, ctx.split, n, progress=on_progress)
+    except (SourceError, ValueError, OSError) as exc:
+        st.error(f"The pass stopped: {exc}")
+        st.stop()
+    bar.empty()
+    if run.skipped:
+        st.warning(f"{len(run.skipped)} unreadable image(s) skipped: "
+                   + "; ".join(f"{f}: {r}" for f, r in run.skipped[:3]))
+    done = compute.scale_ratio_progress(ctx.ref, root, ctx.split, ids)
+    status.caption(f"{done} of {n} images computed (kept in `{folder}`).")
+
+if done == 0:
+    st.info("Press **Run the pass** to compute the scale weights of the first N images "
+            "(about 0.1-0.3 s per image for the demo model on a CPU).")
+    st.stop()
+
+weights, ratios = compute.load_scale_ratios(ctx.ref, root, ctx.split, ids)
+if ratios is None:
+    st.warning("No readable image among the chosen ones.")
+    st.stop()
+if done < n:
+    st.warning(f"Partial result: {done} of {n} images. Press **Resume the pass** to finish.")
+
+num_blocks = int(ratios["block"].max()) + 1
+block = st.select_slider("Block", options=list(range(1, num_blocks + 1)), value=num_blocks, key="sr_block")
+st.plotly_chart(plotly_scale_ratios(ratios, block=block - 1), key="sr_hist")
+summary = ratio_summary(ratios)
+summary_block = summary[summary.block == block - 1].drop(columns=["block"])
+st.dataframe(summary_block.round(3), hide_index=True, key="sr_summary")
+
+d1, d2, d3 = st.columns([1.2, 1, 1])
+with d1:
+    figure_downloads(lambda: plot_scale_ratios(ratios), "scale_ratios_fig3", pdf=True, key="sr_fig")
+with d2:
+    csv_download(ratios, "scale_ratios", key="sr_ratios", notes=[RATIO_DEFINITION, LEVEL_NOTE], label="Ratios CSV")
+with d3:
+    csv_download(weights, "scale_weights", key="sr_weights",
+                 notes=["raw scale-attention weights w(level <- source_level); block 0-based", LEVEL_NOTE],
+                 label="Weights CSV")
