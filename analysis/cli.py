@@ -64,12 +64,12 @@ def _model(args):
 
 
 def _image(args):
-    """--image, or the first image of the dataset."""
+    """--image, or a bundled sample (demo data) / the first image of --data."""
     from dyhead.preprocess import load_image
 
-    from .sources import dataset_images
+    from .sources import default_image
 
-    path = Path(args.image) if args.image else dataset_images(args.data, args.split, 1)[0].path
+    path = Path(args.image) if args.image else default_image(args.data, args.split)
     print(f"image: {path}")
     return load_image(path), path
 
@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("feature-maps", help="feature maps before the head and after each block (paper Fig. 4)")
     common(p)
-    p.add_argument("--image", default=None, help="image file (default: the first image of the dataset)")
+    p.add_argument("--image", default=None, help="image file (default: a bundled sample, or the first image of --data)")
     p.add_argument("--reduction", default="mean_abs", help="mean_abs, l2, max, channel:<k> or pca")
     p.add_argument("--color-scale", default="per_level", choices=("per_level", "global", "per_map"),
                    help="per_level: one range per level across the rows (default); global; per_map")
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--no-one-block", action="store_true", help="skip the one-attention-in-one-block knock-outs")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (1 = the official test path)")
-    p.add_argument("--image", default=None, help="image for the detection comparison (default: first of the dataset)")
+    p.add_argument("--image", default=None, help="image for the detection comparison (default: a bundled sample, or the first image of --data)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="detections compared from this score up")
     p.set_defaults(func=cmd_ablation)
 
@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("coarser-modes", help="the three coarser-branch offset readings compared on one image")
     common(p)
-    p.add_argument("--image", default=None, help="image file (default: the first image of the dataset)")
+    p.add_argument("--image", default=None, help="image file (default: a bundled sample, or the first image of --data)")
     p.add_argument("--score-threshold", type=float, default=0.3)
     p.set_defaults(func=cmd_coarser_modes)
     return parser

@@ -25,11 +25,15 @@ __all__ = [
     "dataset_root",
     "resolve_dataset",
     "dataset_images",
+    "default_image",
+    "SAMPLES_DIR",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The demo model trained by this project on its own demo data (see checkpoints/).
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "demo_dyhead.pt"
+#: A few sample images shipped with the demo model (never part of its train/val data).
+SAMPLES_DIR = REPO_ROOT / "checkpoints" / "samples"
 #: Generated on demand; git-ignored.
 DEFAULT_DATA_ROOT = REPO_ROOT / "data" / "demo"
 #: The demo data's generator settings (`python -m dyhead.data.demo` defaults: seed 0, 300 val images,
@@ -125,6 +129,16 @@ def dataset_images(root: Optional[str | Path], split: str = "val",
         raise SourceError(f"{paths.annotation_file} lists no images")
     return [ImageRecord(int(i), str(coco.imgs[i]["file_name"]), paths.image_dir / coco.imgs[i]["file_name"])
             for i in ids]
+
+
+def default_image(data_root: Optional[str | Path] = None, split: str = "val") -> Path:
+    """The image an analysis of one image uses when none is given: the first bundled sample
+    (`SAMPLES_DIR`) for the demo data, else the first image (by id) of the dataset."""
+    if data_root is None:
+        samples = sorted(SAMPLES_DIR.glob("*.jpg")) if SAMPLES_DIR.is_dir() else []
+        if samples:
+            return samples[0]
+    return dataset_images(data_root, split, 1)[0].path
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

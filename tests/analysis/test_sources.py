@@ -33,3 +33,13 @@ def test_clear_errors(tmp_path):
         resolve_dataset(tmp_path, "val")
     with pytest.raises(SourceError, match="does not exist"):
         resolve_dataset(tmp_path / "missing", "val")
+
+
+def test_default_image(tiny_data, tmp_path, monkeypatch):
+    from analysis.sources import default_image
+
+    assert default_image(tiny_data) == tiny_data / "val" / "000000.jpg"  # --data given: its first image
+    monkeypatch.setattr(sources, "SAMPLES_DIR", tmp_path)
+    (tmp_path / "demo_sample_1.jpg").write_bytes(b"x")
+    (tmp_path / "demo_sample_0.jpg").write_bytes(b"x")
+    assert default_image(None) == tmp_path / "demo_sample_0.jpg"
