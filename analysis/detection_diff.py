@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 from torchvision.ops import box_iou
 
-__all__ = ["DetectionDiff", "match_detections", "diff_summary", "draw_detections", "plot_detection_pair"]
+__all__ = ["DetectionDiff", "match_detections", "diff_summary", "draw_detections", "plot_detection_pair",
+           "plotly_detection_pair"]
 
 
 @dataclass
@@ -135,4 +136,32 @@ def plot_detection_pair(image: np.ndarray, diff: DetectionDiff, ref_title: str, 
     axes[0].set_title(f"{ref_title}: {s['reference']} boxes ({s['removed']} removed in magenta)", fontsize=8)
     axes[1].set_title(f"{other_title}: {s['other']} boxes ({s['added']} added in orange)", fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plotly_detection_pair(image: np.ndarray, diff: DetectionDiff, ref_title: str, other_title: str,
+                          class_names: Optional[Sequence[str]] = None):
+    """The same side-by-side view for the app: boxes as rectangles over the image, hover text per box."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    s = diff.summary
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.02, subplot_titles=[
+        f"{ref_title}: {s['reference']} boxes ({s['removed']} removed)",
+        f"{other_title}: {s['other']} boxes ({s['added']} added)",
+    ])
+    panels = ((diff.ref, set(diff.removed["index"]), "#ff00ff"), (diff.other, set(diff.added["index"]), "#ff8c00"))
+    for col, (dets, highlight, color) in enumerate(panels, start=1):
+        fig.add_trace(go.Image(z=image), row=1, col=col)
+        for i in range(len(dets)):
+            x1, y1, x2, y2 = (float(v) for v in dets.boxes[i])
+            label = int(dets.labels[i])
+            name = class_names[label] if class_names else str(label)
+            c = color if i in highlight else "#00e000"
+            fig.add_trace(go.Scatter(x=[x1, x2, x2, x1, x1], y=[y1, y1, y2, y2, y1], mode="lines",
+                                     line=dict(color=c, width=2), hoverinfo="text", showlegend=False,
+                                     text=f"{name} {float(dets.scores[i]):.2f}"), row=1, col=col)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False, autorange="reversed")
+    fig.update_layout(margin=dict(l=5, r=5, t=40, b=5))
     return fig

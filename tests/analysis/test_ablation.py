@@ -92,3 +92,15 @@ def test_detection_changes_on_one_image(tiny_model, tiny_data):
     assert row.reference == len(ref) and row.other == len(task_off)
     assert row.matched + row.removed == row.reference and row.matched + row.added == row.other
     assert set(diffs) == {"scale off", "spatial off", "task off"}
+
+
+def test_plotly_pair_draws_every_box():
+    from analysis.detection_diff import plotly_detection_pair
+    import numpy as np
+
+    ref = _dets([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.8], [0, 1])
+    other = _dets([[0, 0, 10, 10]], [0.7], [0])
+    diff = match_detections(ref, other, score_threshold=0.0)
+    fig = plotly_detection_pair(np.zeros((50, 50, 3), np.uint8), diff, "on", "off", ["a", "b"])
+    assert len(fig.data) == 2 + 2 + 1  # two images, three boxes
+    assert [d.line.color for d in fig.data if d.type == "scatter"] == ["#00e000", "#ff00ff", "#00e000"]
