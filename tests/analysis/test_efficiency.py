@@ -44,6 +44,11 @@ def test_per_block_gmacs_reproduce_table2_at_800x1344():
     assert abs(one.delta_gmacs - one.paper_delta) < 0.25
     assert one.gmacs_deform_conv > 0.9 * one.gmacs  # the deformable convs dominate
     assert base.params == 2 * 4 * (256 * 256 * 9 + 256 + 2 * 256)  # conv weights + bias + GroupNorm
+    # whole ATSS R50 detector: backbone + FPN + towers + 3x3 predictors (conformance README: 209.8)
+    assert base.detector_gmacs == pytest.approx(209.78, abs=0.01)
+    # ... and the detector delta differs from the tower delta by 3x3 vs 1x1 predictors (85 outputs)
+    predictors = 85 * 256 * (9 - 1) * (100 * 168 + 50 * 84 + 25 * 42 + 13 * 21 + 7 * 11) / 1e9
+    assert one.detector_gmacs - base.detector_gmacs == pytest.approx(one.delta_gmacs - predictors, abs=1e-6)
 
 
 def test_latency_is_measured_on_request():
