@@ -196,7 +196,7 @@ def cmd_efficiency(args, report: _Report) -> None:
     report.wrote(write_table(df, args.out / "efficiency.csv", notes), "params, GMACs, latency per depth")
     _save_figure(plot_efficiency(df), args.out, "efficiency", report, "Table 2 cost vs depth")
     print("convention: " + df.attrs["convention"])
-    cols = ["blocks", "params", "gmacs", "delta_gmacs", "paper_delta", "latency_ms"]
+    cols = ["blocks", "params", "gmacs", "delta_gmacs", "paper_delta", "detector_gmacs", "latency_ms"]
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
 
 
