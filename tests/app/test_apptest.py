@@ -1,0 +1,296 @@
+"""The dashboard driven by Streamlit's AppTest: every page, switches, bad input, the scale-ratio pass
+with resume, the AP table, and two sessions with different switches at the same time."""
+
+from __future__ import annotations
+
+import io
+import struct
+import threading
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from dyhead.config import AttentionSwitches
+
+from .conftest import APP_MAIN, TINY_IMAGES
+
+PAGES = {
+    "views/inside_head.py": ("Inside the head", ["Feature maps", "Scale weights of this image",
+                                                 "Where spatial attention looks",
+                                                 "Task-aware attention (DyReLU) coefficients"]),
+    "views/scale_ratios.py": ("Scale ratios", []),
+    "views/attention_switches.py": ("Attention on/off", []),
+    "views/efficiency.py": ("Efficiency", ["Latency"]),
+    "views/how_it_works.py": ("How it works", ["The coarser-branch quirk"]),
+    "views/model_data.py": ("Model & data", ["Model", "Dataset"]),
+}
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(str(APP_MAIN), default_timeout=120)
+    at.run()
+    return at
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+
+
+def _png(mode: str, size=(48, 40), value=None) -> bytes:
+    if mode == "I;16":
+        arr = (np.arange(size[0] * size[1], dtype=np.uint16).reshape(size[1], size[0]) * 37)
+        img = Image.fromarray(arr).convert("I;16") if arr.dtype != np.uint16 else Image.fromarray(arr)
+    else:
+        img = Image.new(mode, size, value if value is not None else 128)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def _huge_png_header(width=20000, height=20000) -> bytes:
+    """A PNG whose header claims 400 MP (the pixels are never decoded)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def test_every_page_renders(app_env):
+    at = _app()
+    _ok(at)
+    assert at.title[0].value == "Detect"
+    labels = [m.label for m in at.metric]
+    assert labels == ["Detections shown", "Inference time", "Device"]
+    assert at.metric[2].value == "cpu"
+    # The sidebar names the checkpoint kind and the device chosen by "auto".
+    assert any("running on **cpu** (auto)" in c.value for c in at.sidebar.caption)
+    for page, (title, subheaders) in PAGES.items():
+        at.switch_page(page).run()
+        _ok(at)
+        assert at.title[0].value == title, page
+        assert [s.value for s in at.subheader][: len(subheaders)] == subheaders, page
+        assert not at.error, (page, [e.value for e in at.error])
+    # Efficiency: the GMACs table with the paper's Table 2 next to it.
+    at.switch_page("views/efficiency.py").run()
+    table = at.dataframe[0].value
+    assert list(table["blocks"]) == [0, 1, 2, 4, 6, 8, 10]
+    assert table.loc[table.blocks == 6, "paper_delta"].item() == pytest.approx(21.50)
+    assert abs(table.loc[table.blocks == 6, "delta_gmacs"].item() - 21.50) < 0.5
+
+
+def test_detect_threshold_and_counts(app_env, app_checkpoint):
+    from app.compute import detect
+    from app.sidebar import sample_images
+    from analysis.sources import load_model
+    from dyhead.preprocess import load_image
+
+    at = _app()
+    at.slider(key="detect_threshold").set_value(0.0).run()
+    _ok(at)
+    model, _ = load_model(app_checkpoint, "cpu")
+    image = load_image(sample_images()[0])
+    expected = detect(model, image)
+    assert at.metric[0].value == str(len(expected.scores))
+    assert len(at.dataframe[0].value) == len(expected.scores)
+    at.slider(key="detect_threshold").set_value(1.0).run()
+    assert at.metric[0].value == str(int((expected.scores >= 1.0).sum()))
+
+
+def test_switch_toggle_changes_the_chosen_run(app_env, app_checkpoint):
+    from app.compute import detect
+    from app.sidebar import sample_images
+    from analysis.sources import load_model
+    from dyhead.preprocess import load_image
+
+    at = _app()
+    at.switch_page("views/attention_switches.py").run()
+    _ok(at)
+    assert any("all attentions on" in m.value for m in at.markdown)
+    at.slider(key="sw_threshold").set_value(0.05).run()
+    at.toggle(key="sw_scale").set_value(False).run()
+    _ok(at)
+    assert any("scale off in every block" in m.value for m in at.markdown)
+    model, _ = load_model(app_checkpoint, "cpu")
+    image = load_image(sample_images()[0])
+    ref = detect(model, image)
+    off = detect(model, image, AttentionSwitches(scale=False))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Boxes (all on)"] == str(int((ref.scores >= 0.05).sum()))
+    assert metrics["Boxes (chosen)"] == str(int((off.scores >= 0.05).sum()))
+    # Per-block: task off in block 1 only.
+    at.toggle(key="sw_scale").set_value(True).run()
+    at.checkbox(key="sw_b0_task").uncheck().run()
+    _ok(at)
+    assert any("task off in block 1" in m.value for m in at.markdown)
+
+
+@pytest.mark.parametrize("name,data,message", [
+    ("notes.png", b"hello, I am text" * 10, "not a recognised image format"),
+    ("corrupt.png", b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10, "corrupt or truncated"),
+    ("huge.png", _huge_png_header(), "too large"),
+    ("truncated.jpg", _jpeg()[:300], "corrupt or truncated"),
+    ("empty.png", b"", "empty"),
+], ids=["not-an-image", "corrupt", "huge", "truncated", "empty"])
+def test_bad_upload_shows_an_error(app_env, name, data, message):
+    at = _app()
+    at.sidebar.radio(key="image_source").set_value("Upload").run()
+    _ok(at)
+    assert any("no image uploaded yet" in e.value for e in at.error)
+    at.sidebar.file_uploader(key="upload").set_value((name, data, "image/png")).run()
+    _ok(at)
+    errors = " ".join(e.value for e in at.sidebar.error)
+    assert name in errors and message in errors, errors
+    assert at.title[0].value == "Detect"  # the page still draws, with its own message
+    assert any("No usable image" in e.value for e in at.error)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "I;16"])
+def test_unusual_images_are_converted(app_env, mode):
+    at = _app()
+    at.sidebar.radio(key="image_source").set_value("Upload").run()
+    at.sidebar.file_uploader(key="upload").set_value((f"img_{mode}.png", _png(mode), "image/png")).run()
+    _ok(at)
+    assert not at.error
+    assert any(f"converted from Pillow mode {mode}" in c.value for c in at.sidebar.caption)
+    assert [m.label for m in at.metric][:1] == ["Detections shown"]
+
+
+def test_bad_checkpoint_and_dataset(app_env, tmp_path):
+    not_a_checkpoint = tmp_path / "notes.pt"
+    not_a_checkpoint.write_text("this is not a checkpoint")
+    at = _app()
+    at.sidebar.text_input(key="checkpoint").set_value(str(not_a_checkpoint)).run()
+    _ok(at)
+    assert any("not a torch checkpoint" in e.value for e in at.sidebar.error)
+    assert any("No model loaded" in e.value for e in at.error)
+    for page in PAGES:
+        at.switch_page(page).run()
+        _ok(at)
+    # A dataset folder with images but no annotations.
+    images_only = tmp_path / "images_only"
+    (images_only / "val").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(images_only / "val" / "a.jpg")
+    at = _app()
+    at.sidebar.text_input(key="data_root").set_value(str(images_only)).run()
+    at.switch_page("views/scale_ratios.py").run()
+    _ok(at)
+    assert any("Dataset:" in e.value and "instances_val" in e.value for e in at.error)
+
+
+def test_scale_ratio_pass_resumes(app_env, app_checkpoint, app_data):
+    from app import compute
+    from analysis.sources import load_model
+    from dyhead.device import resolve_device
+
+    model, _ = load_model(app_checkpoint, "cpu")
+    ref = compute.ModelRef.of(app_checkpoint, str(resolve_device("auto")), None)
+    # An earlier, interrupted pass finished 2 images.
+    compute.run_scale_ratio_pass(model, ref, app_data, "val", 2)
+    at = _app()
+    at.switch_page("views/scale_ratios.py").run()
+    _ok(at)
+    assert any(f"Partial result: 2 of {TINY_IMAGES}" in w.value for w in at.warning)
+    at.button(key="sr_run").click().run()
+    _ok(at)
+    assert not at.warning
+    summary = at.dataframe[0].value
+    assert set(summary["images"]) == {TINY_IMAGES}
+    assert list(summary["level_name"]) == ["P3", "P4", "P5", "P6", "P7"]
+    assert compute.scale_ratio_progress(ref, app_data, "val", list(range(1, TINY_IMAGES + 1))) == TINY_IMAGES
+    # A fresh session (a reloaded page) shows the result from disk without running again.
+    at = _app()
+    at.switch_page("views/scale_ratios.py").run()
+    assert at.button(key="sr_run").disabled
+    assert len(at.dataframe[0].value) == 5
+
+
+def test_ablation_table_is_labelled_and_cached(app_env):
+    at = _app()
+    at.switch_page("views/attention_switches.py").run()
+    at.number_input(key="ab_n").set_value(2).run()
+    at.button(key="ab_run").click().run()
+    _ok(at)
+    df = at.tabs[1].dataframe[0].value
+    assert len(df) == 8 and list(df["images"].unique()) == [2]
+    assert any("not retrained ablations" in i.value for i in at.info)
+    full = df[(df.L == "\u2713") & (df.S == "\u2713") & (df.C == "\u2713")]
+    assert full["delta_AP"].fillna(0).abs().max() == 0
+    at = _app()
+    at.switch_page("views/attention_switches.py").run()
+    at.number_input(key="ab_n").set_value(2).run()
+    assert len(at.tabs[1].dataframe[0].value) == 8  # from disk, no button press
+
+
+def test_two_sessions_with_different_switches(app_checkpoint):
+    """Two callers of the page's compute function at once, on one shared model, each get what they
+    would get alone."""
+    from app.compute import inspect_image
+    from app.sidebar import sample_images
+    from analysis.sources import load_model
+    from dyhead.config import knock_out
+    from dyhead.preprocess import load_image
+
+    model, _ = load_model(app_checkpoint, "cpu")
+    image = load_image(sample_images()[1])
+    settings = {"a": AttentionSwitches(spatial=False), "b": knock_out(model.config.tower.num_blocks, 0, "task")}
+    solo = {k: inspect_image(model, image, s) for k, s in settings.items()}
+    together, barrier = {}, threading.Barrier(2)
+
+    def run(k):
+        barrier.wait()
+        for _ in range(2):
+            together[k] = inspect_image(model, image, settings[k])
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in settings]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in settings:
+        a, b = solo[k], together[k]
+        np.testing.assert_array_equal(a.detections.scores, b.detections.scores)
+        np.testing.assert_array_equal(a.detections.boxes, b.detections.boxes)
+        last = a.stages.stages[-1]
+        for x, y in zip(a.stages.maps[last], b.stages.maps[last]):
+            assert torch.equal(x, y)
+        np.testing.assert_array_equal(a.offsets[0][0], b.offsets[0][0])
+    # The two settings really differ (so the comparison above could fail).
+    assert not np.array_equal(solo["a"].offsets[0][0], solo["b"].offsets[0][0])
+    assert not torch.equal(solo["a"].stages.maps[last][0], solo["b"].stages.maps[last][0])
+
+
+def test_download_makers_and_sampling_geometry():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from app.downloads import csv_bytes, figure_bytes
+    from app.drawing import sampling_points
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    assert figure_bytes(fig, "png").startswith(b"\x89PNG")
+    fig, _ = plt.subplots()
+    assert figure_bytes(fig, "pdf").startswith(b"%PDF")
+    assert csv_bytes(pd.DataFrame({"a": [1]}), ["note"]) == b"# note\na\n1\n"
+
+    offset = np.zeros((18, 5, 6), np.float32)
+    mask = np.full((9, 5, 6), 0.5, np.float32)
+    offset[2 * 4, 2, 3] = 1.0  # centre tap moves one cell down
+    pts = sampling_points(offset, mask, 2, 3, stride=16, scale_yx=(2.0, 1.0))
+    centre = pts[pts.tap == 4].iloc[0]
+    assert (centre.grid_y, centre.grid_x) == ((2 + 0.5) * 16 * 2.0, (3 + 0.5) * 16)
+    assert (centre.sample_y, centre.sample_x) == ((3 + 0.5) * 16 * 2.0, (3 + 0.5) * 16)
+    corner = pts[pts.tap == 0].iloc[0]
+    assert (corner.sample_y, corner.sample_x) == ((1 + 0.5) * 32, (2 + 0.5) * 16)
+    assert set(pts["mask"]) == {0.5}
