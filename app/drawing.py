@@ -19,9 +19,21 @@ CLASS_COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0"
 LEVEL_COLORS = ("#6a3d9a", "#e31a1c", "#33a02c", "#ff7f00", "#1f78b4")  # P3..P7, as analysis' figures
 
 
+def _data_uri(image: np.ndarray) -> str:
+    """The image as a base64 JPEG data URI: far smaller in the page than a plotly array of pixels."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=90)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def _image_figure(image: np.ndarray, height: Optional[int] = None) -> go.Figure:
     h, w = image.shape[:2]
-    fig = go.Figure(go.Image(z=image, hoverinfo="skip"))
+    fig = go.Figure(go.Image(source=_data_uri(image), hoverinfo="skip"))
     fig.update_xaxes(visible=False, range=[0, w])
     fig.update_yaxes(visible=False, range=[h, 0], scaleanchor="x")
     fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), height=height or min(720, max(320, int(560 * h / max(w, 1)))),
@@ -104,3 +116,29 @@ def sampling_figure(image: np.ndarray, points: pd.DataFrame, center: tuple[float
     if title:
         fig.update_layout(title=dict(text=title, font=dict(size=13)))
     return fig
+
+
+def show_feature_grid(stages, reduced, rows: Sequence[str], opacity: float, cmap: str = "inferno",
+                      column_titles: Optional[Sequence[str]] = None) -> None:
+    """Feature maps as a grid of images (rows = stages, columns = levels), each the reduced map
+    (`analysis.feature_maps.ReducedMaps`) overlaid on the image with `analysis.feature_maps.overlay`.
+
+    Drawn with `st.image` (compressed images) rather than a plotly figure, so that changing the opacity
+    or the reduction re-renders quickly."""
+    import streamlit as st
+
+    from analysis.feature_maps import overlay
+    from analysis.levels import level_name
+
+    num_levels = reduced.num_levels
+    titles = list(column_titles) if column_titles else [level_name(l) for l in range(num_levels)]
+    widths = [1.0] * num_levels + [0.55]
+    header = st.columns(widths, gap="small")
+    for l, title in enumerate(titles):
+        header[l].markdown(f"<div style='text-align:center'><b>{title}</b></div>", unsafe_allow_html=True)
+    for stage in rows:
+        cols = st.columns(widths, gap="small", vertical_alignment="center")
+        for l in range(num_levels):
+            cols[l].image(overlay(stages.image, reduced.normalized(stage, l), opacity, cmap), output_format="JPEG",
+                          width="stretch")
+        cols[-1].markdown(f"**{stage}**")

@@ -7,11 +7,11 @@ import streamlit as st
 
 from analysis.ablation import KNOCKOUT_NOTE, plot_ablation, plotly_ablation
 from analysis.detection_diff import diff_summary, match_detections
-from analysis.feature_maps import FeatureStages, plot_feature_grid, plotly_feature_grid
+from analysis.feature_maps import FeatureStages, plot_feature_grid, reduce_stages
 from analysis.sources import SourceError
 from app import compute
 from app.downloads import csv_download, figure_downloads
-from app.drawing import detections_figure
+from app.drawing import detections_figure, show_feature_grid
 from app.sidebar import require_model
 
 ATTENTIONS = ("scale", "spatial", "task")
@@ -93,7 +93,8 @@ def _image_tab(image) -> None:
     pair = FeatureStages(image=image.array, stages=rows,
                          maps={rows[0]: ref.stages.maps[stage], rows[1]: other.stages.maps[stage]},
                          num_blocks=ref.stages.num_blocks)
-    st.plotly_chart(plotly_feature_grid(pair, reduction, "per_level", rows=rows, opacity=opacity), key="sw_maps")
+    show_feature_grid(pair, reduce_stages(pair, reduction, "per_level", which=rows), rows, opacity)
+    st.caption("One colour range per level covers both rows, so brightness compares between them.")
     figure_downloads(lambda: plot_feature_grid(pair, reduction, "per_level", rows=rows, opacity=opacity),
                      "feature_maps_on_vs_chosen", key="sw_maps_dl")
 

@@ -8,16 +8,16 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis.feature_maps import COLOR_SCALES, paper_stages, plot_feature_grid, plotly_feature_grid, reduce_stages
+from analysis.feature_maps import COLOR_SCALES, paper_stages, plot_feature_grid, reduce_stages
 from analysis.levels import LEVEL_NOTE, level_label, level_name
 from app import compute
 from app.downloads import csv_download, figure_downloads
-from app.drawing import sampling_figure, sampling_points
+from app.drawing import sampling_figure, sampling_points, show_feature_grid
 from app.sidebar import require_image, require_model
 
 st.title("Inside the head")
 st.caption("What the DyHead tower computes for the current image, block by block (the paper's Figure 4 and more). "
-           + LEVEL_NOTE + ".")
+           + LEVEL_NOTE[0].upper() + LEVEL_NOTE[1:] + ".")
 ctx = require_model()
 image = require_image(ctx)
 if ctx.num_blocks == 0:
@@ -49,9 +49,8 @@ opacity = c4.slider("Opacity", 0.0, 1.0, 0.6, 0.05, key="fm_opacity")
 if not rows:
     st.info("Choose at least one stage.")
 else:
-    st.plotly_chart(plotly_feature_grid(stages, reduction, color_scale, rows=rows, opacity=opacity),
-                    key="fm_grid")
     reduced = reduce_stages(stages, reduction, color_scale, which=rows)
+    show_feature_grid(stages, reduced, rows, opacity)
     if reduction != "pca" and color_scale != "per_map":
         ranges = ", ".join(f"{level_name(l)} [{reduced.ranges[(rows[0], l)][0]:.3g}, {reduced.ranges[(rows[0], l)][1]:.3g}]"
                            for l in range(reduced.num_levels))
@@ -95,7 +94,9 @@ for role, color in (("finer (l-1)", "#1f77b4"), ("same (l)", "#7f7f7f"), ("coars
     r = sub[sub.role == role]
     fig.add_trace(go.Bar(x=r.level_name, y=r.weight, name=role, marker_color=color,
                          text=[f"{v:.3f}" for v in r.weight], textposition="outside"))
-fig.update_layout(barmode="group", yaxis=dict(range=[0, 1.1], title="scale weight"), xaxis_title="output level",
+fig.update_layout(barmode="group", yaxis=dict(range=[0, 1.1], title="scale weight"),
+                  xaxis=dict(title="output level", categoryorder="array",
+                             categoryarray=[level_name(l) for l in range(L)]),
                   title=f"Block {block_w}: weight of each source, per output level", height=340,
                   margin=dict(t=40, b=10))
 st.plotly_chart(fig, key="sw_chart")

@@ -13,7 +13,8 @@ from app.sidebar import require_model
 
 st.title("Scale ratios")
 st.caption("The paper's Figure 3: for every level, the ratio of the learned scale weight of the higher-resolution "
-           "source to that of the lower-resolution one, over a dataset. " + RATIO_DEFINITION + ". " + LEVEL_NOTE + ".")
+           "source to that of the lower-resolution one, over a dataset. " + RATIO_DEFINITION[0].upper() + RATIO_DEFINITION[1:]
+           + ". " + LEVEL_NOTE[0].upper() + LEVEL_NOTE[1:] + ".")
 ctx = require_model()
 if ctx.num_blocks == 0:
     st.error("This model has no DyHead blocks: there are no scale weights to show.")

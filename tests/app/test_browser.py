@@ -1,0 +1,145 @@
+"""End to end: the real Streamlit server, every page loaded in headless Chromium (Debian's
+/usr/bin/chromium driven by the `playwright` package; never a downloaded browser). Saves one
+screenshot per page under docs/screenshots/ and fails on any exception element in a page.
+
+Skipped when Chromium or playwright is missing, except under CI=true, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+#: (url path, screenshot name, page title)
+PAGES = [
+    ("", "detect", "Detect"),
+    ("inside_head", "inside_head", "Inside the head"),
+    ("scale_ratios", "scale_ratios", "Scale ratios"),
+    ("attention_switches", "attention_switches", "Attention on/off"),
+    ("efficiency", "efficiency", "Efficiency"),
+    ("how_it_works", "how_it_works", "How it works"),
+    ("model_data", "model_data", "Model & data"),
+]
+
+
+def _require_browser():
+    missing = []
+    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
+        missing.append(f"chromium ({CHROMIUM})")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright Python package")
+    if missing:
+        reason = "browser test needs " + " and ".join(missing)
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason + " (CI=true: install it, e.g. ./run.sh test installs chromium)")
+        pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server(app_env):
+    port = _free_port()
+    env = {**os.environ, **app_env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    log = REPO / ".cache" / "app_browser_test_server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
+             "--server.fileWatcherType", "none", "--server.port", str(port), "--server.address", "127.0.0.1",
+             "--browser.gatherUsageStats", "false"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                        if r.read().strip() == b"ok":
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"streamlit server did not start; see {log}:\n{log.read_text()[-2000:]}")
+                time.sleep(0.3)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _settle(page, title: str, timeout_s: float = 60.0) -> None:
+    """Wait for the page's title, then until Streamlit's running indicator has been gone for a while."""
+    page.locator("h1", has_text=title).first.wait_for(timeout=timeout_s * 1000)
+    deadline = time.monotonic() + timeout_s
+    quiet_since = None
+    while time.monotonic() < deadline:
+        running = page.locator('[data-testid="stStatusWidgetRunningIcon"]').count()
+        now = time.monotonic()
+        if running:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since > 1.2:
+            break
+        time.sleep(0.15)
+    else:
+        raise AssertionError(f"page {title!r} still running after {timeout_s} s")
+    page.wait_for_timeout(600)  # plotly draws after the script run ends
+
+
+def test_every_page_in_chromium(server):
+    _require_browser()
+    t0 = time.monotonic()
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+                                    args=CHROMIUM_ARGS, headless=True)
+        try:
+            print(f"browser start: {time.monotonic() - t0:.1f} s")
+            page = browser.new_page(viewport={"width": 1440, "height": 2400})
+            for path, name, title in PAGES:
+                t0 = time.monotonic()
+                page.goto(f"{server}/{path}", wait_until="domcontentloaded")
+                _settle(page, title)
+                if name == "scale_ratios":
+                    page.get_by_role("button", name="Run the pass").click()
+                    _settle(page, title)
+                    assert page.locator(".js-plotly-plot").count() >= 1
+                if name == "attention_switches":
+                    page.get_by_text("Spatial-aware (S)").click()
+                    _settle(page, title)
+                    assert page.get_by_text("spatial off in every block").count() >= 1
+                exceptions = page.locator('[data-testid="stException"]')
+                assert exceptions.count() == 0, f"{name}: {exceptions.first.inner_text()[:1500]}"
+                page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+                print(f"{name}: {time.monotonic() - t0:.1f} s")
+        finally:
+            browser.close()
+    for _, name, _ in PAGES:
+        assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
