@@ -294,3 +294,21 @@ def test_download_makers_and_sampling_geometry():
     corner = pts[pts.tap == 0].iloc[0]
     assert (corner.sample_y, corner.sample_x) == ((1 + 0.5) * 32, (2 + 0.5) * 16)
     assert set(pts["mask"]) == {0.5}
+
+
+def test_device_and_coarser_mode_choices(app_env):
+    at = _app()
+    at.sidebar.selectbox(key="coarser").set_value("crop (mmdetection)").run()
+    _ok(at)
+    assert any("coarser branch: crop" in c.value for c in at.sidebar.caption)
+    at.switch_page("views/how_it_works.py").run()
+    at.button(key="hw_coarser").click().run()
+    _ok(at)
+    modes = at.dataframe[-1].value
+    assert list(modes["mode"]) == ["official", "crop", "upsample_first"]
+    assert modes.loc[modes["mode"] == "official", "removed"].item() == 0  # the reference against itself
+    if not torch.cuda.is_available():
+        at.sidebar.selectbox(key="device").set_value("cuda").run()
+        _ok(at)
+        assert any("CUDA is not available" in e.value for e in at.sidebar.error)
+        assert any("No model loaded" in e.value for e in at.main.error)
