@@ -11,6 +11,7 @@ import torch
 
 from analysis.levels import level_label, level_name
 from app import compute
+from app.downloads import csv_download
 from app.sidebar import require_image, require_model
 from dyhead.attention import DyReLUCoefficients, TaskAttention, hard_sigmoid
 
@@ -64,6 +65,10 @@ with right:
     fig.update_layout(height=300, margin=dict(t=30, b=10), xaxis_title="f(pooled feature)", yaxis_title="weight",
                       legend=dict(orientation="h", y=-0.3), title="Hard sigmoid: paper vs code")
     st.plotly_chart(fig, key="hw_sigmoid")
+    if len(logits):
+        csv_download(lb.assign(block=block, weight=hard_sigmoid(torch.tensor(lb.logit.to_numpy())).numpy()),
+                     "scale_logits_and_weights", key="hw_sigmoid_dl",
+                     notes=[f"{image.name}; block {block} (1-based); logit = input of relu6(x+3)/6 after the ReLU"])
 w = res.weights[res.weights.block == block - 1]
 table = w.pivot_table(index="level_name", columns="source_name", values="weight")
 table = table.reindex(index=[level_name(l) for l in range(L)], columns=[level_name(l) for l in range(L)])
@@ -132,6 +137,10 @@ with right:
                              f"a2={one['a2'].item():.2f}, b2={one['b2'].item():.2f}"),
                       legend=dict(orientation="h", y=-0.3))
     st.plotly_chart(fig, key="hw_dyrelu")
+    csv_download(pd.DataFrame({"x": xs.numpy(), "relu": torch.relu(xs).numpy(), "dyrelu": ys.numpy()}),
+                 "dyrelu_curve", key="hw_dyrelu_dl",
+                 notes=[f"{image.name}; block {block}; {level_name(level)}; channel {channel}; "
+                        + ", ".join(f"{k}={v.item():.6g}" for k, v in one.items())])
 
 # ------------------------------------------------------------------------------------------------
 st.header("The paper's equations and the official code")
