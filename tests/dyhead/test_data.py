@@ -134,3 +134,13 @@ def test_dataset_mapping_resize_crowd_and_skips(tmp_path):
     assert batch.image_sizes[0] == sample.image.shape[:2]
     with pytest.raises(DatasetError, match="empty batch"):
         collate([], [], pixel_format="RGB", pixel_mean=(0, 0, 0), pixel_std=(1, 1, 1), size_divisibility=32)
+
+
+def test_command_line_writes_coco_layout_and_samples(tmp_path, capsys):
+    demo.main(["--out", str(tmp_path), "--seed", "1", "--train", "1", "--val", "1", "--size", "320", "--samples", "2"])
+    assert "val: 1 images" in capsys.readouterr().out
+    ds = CocoDetection(tmp_path, "val", min_size=320, max_size=320)
+    assert len(ds) == 1 and ds.class_names == demo.CATEGORY_NAMES
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["demo_sample_0.jpg", "demo_sample_1.jpg"]
+    with pytest.raises(SystemExit):
+        demo.main(["--out", str(tmp_path), "--size", "100"])
