@@ -312,3 +312,21 @@ def test_device_and_coarser_mode_choices(app_env):
         _ok(at)
         assert any("CUDA is not available" in e.value for e in at.sidebar.error)
         assert any("No model loaded" in e.value for e in at.main.error)
+
+
+def test_official_detectron2_file(app_env, conformance_dir, tmp_path):
+    """A file in the official release layout ({"model": state_dict}, here the reduced model of the
+    conformance kit) is recognised, named in the sidebar and runs on every image page."""
+    golden = torch.load(conformance_dir / "official_atss_e2e_golden.pt", map_location="cpu", weights_only=True)
+    state = {k[len("state_dict."):]: v for k, v in golden.items() if k.startswith("state_dict.")}
+    path = tmp_path / "official_layout.pth"
+    torch.save({"model": state}, path)
+    at = _app()
+    at.sidebar.text_input(key="checkpoint").set_value(str(path)).run()
+    _ok(at)
+    assert any("official DyHead release (detectron2)" in c.value for c in at.sidebar.caption)
+    assert not at.error
+    for page in ("views/inside_head.py", "views/how_it_works.py"):
+        at.switch_page(page).run()
+        _ok(at)
+        assert not at.error
