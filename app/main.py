@@ -8,6 +8,7 @@ Draws the shared sidebar (model, data, image; `app.sidebar`) and runs the chosen
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -32,5 +33,11 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-draw_sidebar()
-page.run()
+try:
+    draw_sidebar()
+    page.run()
+except Exception as exc:  # noqa: BLE001 - one failing view must not take the app down with a traceback
+    # (Streamlit's stop/rerun signals are BaseExceptions and pass through.)
+    logging.getLogger("dyhead.app").exception("page %r failed", page.title)
+    st.error(f"This page stopped: {type(exc).__name__}: {exc}")
+    st.info("The other pages keep working; the full error is in the server log.")

@@ -118,10 +118,18 @@ level_o = o2.selectbox("Level", list(range(L)), format_func=lambda l: level_labe
 rh, rw = res.resized_size
 stride = res.strides[level_o]
 hl, wl = -(-rh // stride), -(-rw // stride)  # cells that cover the image
-y = o3.slider("Row (cells)", 0, hl - 1, hl // 2, key="off_y") if hl > 1 else 0
-x = o4.slider("Column (cells)", 0, wl - 1, wl // 2, key="off_x") if wl > 1 else 0
 oh, ow = res.original_size
 scale_yx = (oh / rh, ow / rw)
+# Start at the centre of the best detection (else the image centre), in this level's cells.
+det = res.detections
+if len(det.scores):
+    x1, y1, x2, y2 = det.boxes[int(np.argmax(det.scores))]
+    y0 = min(int((y1 + y2) / 2 / scale_yx[0] // stride), hl - 1)
+    x0 = min(int((x1 + x2) / 2 / scale_yx[1] // stride), wl - 1)
+else:
+    y0, x0 = hl // 2, wl // 2
+y = o3.slider("Row (cells)", 0, hl - 1, y0, key=f"off_y_{level_o}") if hl > 1 else 0
+x = o4.slider("Column (cells)", 0, wl - 1, x0, key=f"off_x_{level_o}") if wl > 1 else 0
 pts = sampling_points(res.offsets[block_o - 1][level_o], res.masks[block_o - 1][level_o], y, x, stride, scale_yx)
 centre = ((y + 0.5) * stride * scale_yx[0], (x + 0.5) * stride * scale_yx[1])
 st.plotly_chart(sampling_figure(image.array, pts, centre,

@@ -38,6 +38,8 @@ def _app() -> AppTest:
 
 def _ok(at: AppTest) -> None:
     assert not at.exception, [e.message for e in at.exception]
+    stopped = [e.value for e in at.error if e.value.startswith("This page stopped")]
+    assert not stopped, stopped
 
 
 def _png(mode: str, size=(48, 40), value=None) -> bytes:

@@ -139,6 +139,7 @@ def test_every_page_in_chromium(server):
                     assert page.get_by_text("spatial off in every block").count() >= 1
                 exceptions = page.locator('[data-testid="stException"]')
                 assert exceptions.count() == 0, f"{name}: {exceptions.first.inner_text()[:1500]}"
+                assert page.get_by_text("This page stopped").count() == 0, name
                 page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
                 print(f"{name}: {time.monotonic() - t0:.1f} s")
         finally:
