@@ -102,6 +102,16 @@ def main(argv=None) -> None:
             f"  {label}: worst max|diff|/max|grad| {rel_max:.2g} ({name}), "
             f"worst ||diff||/||grad|| {rel_norm:.2g}, median ||diff||/||grad|| {median_norm:.2g}"
         )
+    # Images are independent (GroupNorm, scale and task attention are per image), so the input
+    # gradient shows per image whether a discrepancy is everywhere or one image near a kink.
+    for label, g in grads.items():
+        per_image = [
+            (g["input P3"][i].double() - truth["input P3"][i]).norm().item()
+            / truth["input P3"][i].norm().item()
+            for i in range(args.batch)
+        ]
+        print(f"  {label} float32, ||diff||/||grad|| of input P3 per image: "
+              + " ".join(f"{e:.1e}" for e in per_image))
 
 
 def _gradients(fn, tower, feats) -> dict:
