@@ -36,7 +36,7 @@ def _image_figure(image: np.ndarray, height: Optional[int] = None) -> go.Figure:
     fig = go.Figure(go.Image(source=_data_uri(image), hoverinfo="skip"))
     fig.update_xaxes(visible=False, range=[0, w])
     fig.update_yaxes(visible=False, range=[h, 0], scaleanchor="x")
-    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), height=height or min(720, max(320, int(560 * h / max(w, 1)))),
+    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), height=height or min(760, max(360, int(640 * h / max(w, 1)))),
                       showlegend=False)
     return fig
 

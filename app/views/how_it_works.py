@@ -38,14 +38,14 @@ block = st.slider("Block for the live values", 1, B, B, key="hw_block")
 
 # ------------------------------------------------------------------------------------------------
 st.header("1 · Scale-aware attention π_L")
+st.latex(r"\pi_L(\mathcal{F})\cdot\mathcal{F} = \sigma\Big(f\big(\tfrac{1}{SC}\textstyle\sum_{S,C}\mathcal{F}\big)\Big)"
+         r"\cdot\mathcal{F},\qquad \sigma(x)=\max\big(0,\min(1,\tfrac{x+1}{2})\big)")
 left, right = st.columns([1, 1])
 with left:
     st.markdown(
         "Objects of very different sizes live on different pyramid levels. Scale-aware attention decides, per "
         "image, how much each level should count when levels are mixed: it pools a level to one number, maps it "
-        "through a learned linear function and a hard sigmoid, and multiplies the level by the result (Eq. 3):")
-    st.latex(r"\pi_L(\mathcal{F})\cdot\mathcal{F} = \sigma\Big(f\big(\tfrac{1}{SC}\textstyle\sum_{S,C}\mathcal{F}\big)\Big)"
-             r"\cdot\mathcal{F},\qquad \sigma(x)=\max\big(0,\min(1,\tfrac{x+1}{2})\big)")
+        "through a learned linear function and a hard sigmoid, and multiplies the level by the result (Eq. 3, above).")
     st.markdown(
         "**In the official code** the weight is computed per *branch* (see π_S below) after the deformable conv: "
         "average over H×W only, a learned 1×1 conv C→1, a ReLU, then `relu6(x + 3) / 6`. Because of the ReLU the "
@@ -74,19 +74,19 @@ table = w.pivot_table(index="level_name", columns="source_name", values="weight"
 table = table.reindex(index=[level_name(l) for l in range(L)], columns=[level_name(l) for l in range(L)])
 st.markdown(f"**This image, block {block}:** weight of each source level (columns) in each output level (rows); "
             "empty cells are levels the code does not mix (only direct neighbours).")
-st.dataframe(table.round(3), key="hw_weights")
+st.dataframe(table.round(3).astype(object).where(table.notna(), "–"), key="hw_weights")
 
 # ------------------------------------------------------------------------------------------------
 st.header("2 · Spatial-aware attention π_S")
+st.latex(r"\pi_S(\mathcal{F})\cdot\mathcal{F} = \frac{1}{L}\sum_{l=1}^{L}\sum_{k=1}^{K}"
+         r"w_{l,k}\cdot\mathcal{F}(l;\,p_k+\Delta p_k;\,c)\cdot\Delta m_k")
 left, right = st.columns([1, 1])
 with left:
     st.markdown(
         "Objects have different shapes and positions. Spatial-aware attention lets each position read its "
         "features from K learned places instead of a fixed 3×3 grid (a modulated deformable convolution): each "
         "sampling point p_k moves by a learned offset Δp_k and is weighted by a learned importance Δm_k; the "
-        "result is then averaged over levels (Eq. 4):")
-    st.latex(r"\pi_S(\mathcal{F})\cdot\mathcal{F} = \frac{1}{L}\sum_{l=1}^{L}\sum_{k=1}^{K}"
-             r"w_{l,k}\cdot\mathcal{F}(l;\,p_k+\Delta p_k;\,c)\cdot\Delta m_k")
+        "result is then averaged over levels (Eq. 4, above).")
     st.markdown(
         "**In the official code** each output level l predicts its own offsets and masks (a 3×3 conv with 27 "
         "outputs: 18 offsets and 9 masks through a sigmoid) and uses them for up to three branches: level l "
@@ -97,7 +97,7 @@ with right:
     for l in range(L):
         off = res.offsets[block - 1][l]  # [18, H, W]
         mask = res.masks[block - 1][l]  # [9, H, W]
-        rows.append({"level": level_label(l, L), "mean |offset| (cells)": float(np.hypot(off[0::2], off[1::2]).mean()),
+        rows.append({"level": level_name(l), "mean |offset| (cells)": float(np.hypot(off[0::2], off[1::2]).mean()),
                      "max |offset| (cells)": float(np.hypot(off[0::2], off[1::2]).max()),
                      "mean mask": float(mask.mean())})
     st.markdown(f"**This image, block {block}:** how far the sampling points move and how much they count.")
@@ -106,14 +106,14 @@ with right:
 
 # ------------------------------------------------------------------------------------------------
 st.header("3 · Task-aware attention π_C")
+st.latex(r"\pi_C(\mathcal{F})\cdot\mathcal{F} = \max\big(\alpha^1(\mathcal{F})\cdot\mathcal{F}_c+\beta^1(\mathcal{F}),\;"
+         r"\alpha^2(\mathcal{F})\cdot\mathcal{F}_c+\beta^2(\mathcal{F})\big)")
 left, right = st.columns([1, 1])
 with left:
     st.markdown(
         "Classification, box regression and centerness want different channels. Task-aware attention is a dynamic "
         "ReLU: for every channel it takes the larger of two lines whose slopes and intercepts are computed from the "
-        "pooled feature itself, so it can switch channels on and off per image (Eq. 5):")
-    st.latex(r"\pi_C(\mathcal{F})\cdot\mathcal{F} = \max\big(\alpha^1(\mathcal{F})\cdot\mathcal{F}_c+\beta^1(\mathcal{F}),\;"
-             r"\alpha^2(\mathcal{F})\cdot\mathcal{F}_c+\beta^2(\mathcal{F})\big)")
+        "pooled feature itself, so it can switch channels on and off per image (Eq. 5, above).")
     st.markdown(
         "**In the official code** each level is pooled separately over H×W (the paper pools over L×S), then "
         "FC(C→C/4) → ReLU → FC(C/4→4C) → `relu6(x + 3) / 6`, normalised to α¹ ∈ [0, 2], α² ∈ [−1, 1], "
