@@ -95,9 +95,17 @@ def sampling_points(offset: np.ndarray, mask: np.ndarray, y: int, x: int, stride
 
 
 def sampling_figure(image: np.ndarray, points: pd.DataFrame, center: tuple[float, float], title: str = "",
-                    height: Optional[int] = None) -> go.Figure:
-    """Arrows from the regular 3x3 grid to where each tap samples; marker size and opacity = mask."""
+                    height: Optional[int] = None, zoom_margin: Optional[float] = None) -> go.Figure:
+    """Arrows from the regular 3x3 grid to where each tap samples; marker size and opacity = mask.
+    With `zoom_margin` (pixels) the view is cropped to the points plus that margin."""
     fig = _image_figure(image, height)
+    if zoom_margin is not None:
+        ys = np.concatenate([points.grid_y, points.sample_y, [center[0]]])
+        xs = np.concatenate([points.grid_x, points.sample_x, [center[1]]])
+        half = max(float(ys.max() - ys.min()), float(xs.max() - xs.min())) / 2 + zoom_margin
+        cy, cx = (ys.max() + ys.min()) / 2, (xs.max() + xs.min()) / 2
+        fig.update_xaxes(range=[cx - half, cx + half])
+        fig.update_yaxes(range=[cy + half, cy - half])
     for row in points.itertuples():
         fig.add_annotation(x=row.sample_x, y=row.sample_y, ax=row.grid_x, ay=row.grid_y, xref="x", yref="y",
                            axref="x", ayref="y", showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=1.5,

@@ -132,8 +132,11 @@ y = o3.slider("Row (cells)", 0, hl - 1, y0, key=f"off_y_{level_o}") if hl > 1 el
 x = o4.slider("Column (cells)", 0, wl - 1, x0, key=f"off_x_{level_o}") if wl > 1 else 0
 pts = sampling_points(res.offsets[block_o - 1][level_o], res.masks[block_o - 1][level_o], y, x, stride, scale_yx)
 centre = ((y + 0.5) * stride * scale_yx[0], (x + 0.5) * stride * scale_yx[1])
+zoom = st.toggle("Zoom to the sampling points", True, key="off_zoom")
 st.plotly_chart(sampling_figure(image.array, pts, centre,
-                                title=f"Block {block_o}, {level_name(level_o)} (stride {stride}), cell ({y}, {x})"),
+                                title=f"Block {block_o}, {level_name(level_o)} (stride {stride}), cell ({y}, {x})",
+                                height=520,
+                                zoom_margin=max(6.0 * stride * max(scale_yx), 0.12 * max(oh, ow)) if zoom else None),
                 key="off_fig")
 with st.expander("Sampling points (table)"):
     st.dataframe(pts.round(3), hide_index=True)

@@ -24,15 +24,16 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-#: (url path, screenshot name, page title)
+#: (url path, screenshot name, page title, window height for the screenshot: Streamlit scrolls inside
+#: the page, so a full-page screenshot only holds what fits in the window)
 PAGES = [
-    ("", "detect", "Detect"),
-    ("inside_head", "inside_head", "Inside the head"),
-    ("scale_ratios", "scale_ratios", "Scale ratios"),
-    ("attention_switches", "attention_switches", "Attention on/off"),
-    ("efficiency", "efficiency", "Efficiency"),
-    ("how_it_works", "how_it_works", "How it works"),
-    ("model_data", "model_data", "Model & data"),
+    ("", "detect", "Detect", 1400),
+    ("inside_head", "inside_head", "Inside the head", 3300),
+    ("scale_ratios", "scale_ratios", "Scale ratios", 1300),
+    ("attention_switches", "attention_switches", "Attention on/off", 1900),
+    ("efficiency", "efficiency", "Efficiency", 1700),
+    ("how_it_works", "how_it_works", "How it works", 3000),
+    ("model_data", "model_data", "Model & data", 1200),
 ]
 
 
@@ -123,8 +124,9 @@ def test_every_page_in_chromium(server):
         try:
             print(f"browser start: {time.monotonic() - t0:.1f} s")
             page = browser.new_page(viewport={"width": 1440, "height": 2400})
-            for path, name, title in PAGES:
+            for path, name, title, height in PAGES:
                 t0 = time.monotonic()
+                page.set_viewport_size({"width": 1440, "height": height})
                 page.goto(f"{server}/{path}", wait_until="domcontentloaded")
                 _settle(page, title)
                 if name == "scale_ratios":
@@ -144,5 +146,5 @@ def test_every_page_in_chromium(server):
                 print(f"{name}: {time.monotonic() - t0:.1f} s")
         finally:
             browser.close()
-    for _, name, _ in PAGES:
+    for _, name, _, _ in PAGES:
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
