@@ -113,6 +113,9 @@ def browser_timings(env: dict, repeats: int) -> dict[str, float]:
             page = browser.new_page(viewport={"width": 1440, "height": 1400})
             page.goto(f"{url}/attention_switches")
             page.locator("h1", has_text="Attention on/off").wait_for(timeout=120_000)
+            page.locator('[data-testid="stImage"] img').first.wait_for(timeout=120_000)
+            settle(page)
+            page.wait_for_timeout(1500)
             settle(page)
             times = []
             for i in range(repeats + 1):
@@ -125,6 +128,9 @@ def browser_timings(env: dict, repeats: int) -> dict[str, float]:
             out["browser: switch toggle, cached setting"] = statistics.median(times[1:])
             page.goto(f"{url}/inside_head")
             page.locator("h1", has_text="Inside the head").wait_for(timeout=120_000)
+            page.locator('[data-testid="stImage"] img').first.wait_for(timeout=120_000)
+            settle(page)
+            page.wait_for_timeout(1500)
             settle(page)
             slider = page.locator('[data-testid="stSlider"]', has_text="Opacity").get_by_role("slider")
             times = []
