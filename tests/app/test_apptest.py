@@ -332,3 +332,25 @@ def test_official_detectron2_file(app_env, conformance_dir, tmp_path):
         at.switch_page(page).run()
         _ok(at)
         assert not at.error
+
+
+def test_dataset_image_source(app_env):
+    at = _app()
+    at.sidebar.radio(key="image_source").set_value("Dataset").run()
+    _ok(at)
+    at.sidebar.number_input(key="dataset_index").set_value(TINY_IMAGES - 1).run()
+    _ok(at)
+    assert any(f"(id {TINY_IMAGES})" in c.value for c in at.sidebar.caption)
+    assert [m.label for m in at.metric][0] == "Detections shown"
+
+
+def test_switch_keys():
+    from app.compute import all_on_key, describe_switches, switches_from_key
+
+    assert switches_from_key(all_on_key(3)) is None
+    key = ((True, True, False), (True, True, True), (True, True, False))
+    sw = switches_from_key(key)
+    assert sw == (AttentionSwitches(task=False), AttentionSwitches(), AttentionSwitches(task=False))
+    assert describe_switches(key) == "task off in blocks 1, 3"
+    assert describe_switches(((False, True, True),) * 2) == "scale off in every block"
+    assert describe_switches(all_on_key(2)) == "all attentions on"
