@@ -1,4 +1,4 @@
-"""Timing, peak-memory and table helpers shared by the benchmarks.
+"""Timing, peak-memory and table utilities shared by the benchmarks.
 
 Ours and the reference are timed interleaved (ref, ours, ref, ours, ...) in one process, so a
 change in machine load hits both alike; the median of the timed runs is reported.
