@@ -135,7 +135,7 @@ with tab_table:
     if df is None:
         st.caption(f"{8 + (3 * B if one_block else 0)} settings × {n} images; the result is kept on disk.")
     else:
-        st.dataframe(df, hide_index=True, key="ab_table")
+        st.dataframe(df.round(2), hide_index=True, key="ab_table")
         st.plotly_chart(plotly_ablation(df), key="ab_chart")
         d1, d2 = st.columns([1.2, 2])
         with d1:
