@@ -15,6 +15,7 @@ between calls; the ``*_cached`` wrappers add Streamlit's caches.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,12 +129,13 @@ def describe_switches(key: SwitchKey) -> str:
 
 
 def image_key(data: bytes) -> str:
-    return short_hash(len(data), __import__("hashlib").sha1(data).hexdigest())
+    """A content key for an encoded image (what the per-image caches are keyed by)."""
+    return short_hash(len(data), hashlib.sha1(data).hexdigest())
 
 
 @dataclass
 class DetectResult:
-    """Detections of one image in original-image pixels (CPU tensors), and the inference time."""
+    """Detections of one image in original-image pixels (numpy arrays), and the inference time."""
 
     boxes: np.ndarray  # [M, 4] xyxy
     scores: np.ndarray  # [M]
