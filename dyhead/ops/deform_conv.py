@@ -243,10 +243,15 @@ def _linear(a: Tensor, b: Tensor, bias: Optional[Tensor] = None) -> Tensor:
 
     float32 on CPU goes to oneDNN's matmul (the kernel behind `torch.nn.Linear` when PyTorch
     freezes a model for CPU inference): on the AVX-512 AMD EPYC this was measured on it is 1.5-3.7x
-    faster than `torch.mm`'s BLAS for these shapes (benchmarks/RESULTS.md). Anything else uses
-    `torch.mm`.
+    faster than `torch.mm`'s BLAS for these shapes (benchmarks/RESULTS.md). Anything else, or
+    oneDNN switched off with `torch.backends.mkldnn.flags(enabled=False)`, uses `torch.mm`.
     """
-    if a.device.type == "cpu" and a.dtype == b.dtype == torch.float32 and _onednn_linear_works():
+    if (
+        a.device.type == "cpu"
+        and a.dtype == b.dtype == torch.float32
+        and torch.backends.mkldnn.enabled  # respects torch.backends.mkldnn.flags(enabled=False)
+        and _onednn_linear_works()
+    ):
         return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
     out = torch.mm(a, b.t())
     return out if bias is None else out + bias

@@ -137,3 +137,13 @@ def test_partial_gradients_match_torchvision(needs):
             torch.testing.assert_close(a.grad, r.grad)
         else:
             assert a.grad is None
+
+
+def test_float32_without_onednn_matches_too(monkeypatch):
+    tensors = _make_case(2, 8, 6, 10, 9, 1, torch.float32, "smooth", seed=7)
+    with torch.no_grad():
+        fast = modulated_deform_conv2d(*tensors, impl="fast")
+        monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+        plain = modulated_deform_conv2d(*tensors, impl="fast")
+    torch.testing.assert_close(fast, plain, atol=2e-5, rtol=1e-4)
+    assert torch.backends.mkldnn.enabled is False
