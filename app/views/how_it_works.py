@@ -11,6 +11,7 @@ import torch
 
 from analysis.levels import level_label, level_name
 from app import compute
+from app.controls import block_slider
 from app.downloads import csv_download
 from app.sidebar import require_image, require_model
 from dyhead.attention import DyReLUCoefficients, TaskAttention, hard_sigmoid
@@ -34,7 +35,7 @@ res = compute.inspect_cached(ctx.ref.key, ctx.model, image.key, image.array, com
                              image.name)
 B, L = res.num_blocks, res.num_levels
 st.caption(f"Live values: {image.name}, model `{ctx.checkpoint.name}`.")
-block = st.slider("Block for the live values", 1, B, B, key="hw_block")
+block = block_slider("Block for the live values", B, key="hw_block")
 
 # ------------------------------------------------------------------------------------------------
 st.header("1 · Scale-aware attention π_L")

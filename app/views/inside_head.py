@@ -11,6 +11,7 @@ import streamlit as st
 from analysis.feature_maps import COLOR_SCALES, paper_stages, plot_feature_grid, reduce_stages
 from analysis.levels import LEVEL_NOTE, level_label, level_name
 from app import compute
+from app.controls import block_slider
 from app.downloads import csv_download, figure_downloads
 from app.drawing import sampling_figure, sampling_points, show_feature_grid
 from app.sidebar import require_image, require_model
@@ -87,7 +88,7 @@ st.caption("Scale-aware attention gives each branch of an output level one weigh
 w = res.weights.copy()
 w["role"] = np.select([w.source_level < w.level, w.source_level == w.level], ["finer (l-1)", "same (l)"],
                       "coarser (l+1)")
-block_w = st.slider("Block", 1, res.num_blocks, res.num_blocks, key="sw_block")
+block_w = block_slider("Block", res.num_blocks, key="sw_block")
 sub = w[w.block == block_w - 1]
 fig = go.Figure()
 for role, color in (("finer (l-1)", "#1f77b4"), ("same (l)", "#7f7f7f"), ("coarser (l+1)", "#d62728")):

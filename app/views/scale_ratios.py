@@ -8,6 +8,7 @@ from analysis.levels import LEVEL_NOTE
 from analysis.scale_ratios import RATIO_DEFINITION, plot_scale_ratios, plotly_scale_ratios, ratio_summary
 from analysis.sources import SourceError
 from app import compute
+from app.controls import block_slider
 from app.downloads import csv_download, figure_downloads
 from app.sidebar import require_model
 
@@ -69,7 +70,7 @@ if done < n:
     st.warning(f"Partial result: {done} of {n} images. Press **Resume the pass** to finish.")
 
 num_blocks = int(ratios["block"].max()) + 1
-block = st.select_slider("Block", options=list(range(1, num_blocks + 1)), value=num_blocks, key="sr_block")
+block = block_slider("Block", num_blocks, key="sr_block")
 st.plotly_chart(plotly_scale_ratios(ratios, block=block - 1), key="sr_hist")
 summary = ratio_summary(ratios)
 summary_block = summary[summary.block == block - 1].drop(columns=["block"])

@@ -354,3 +354,31 @@ def test_switch_keys():
     assert describe_switches(key) == "task off in blocks 1, 3"
     assert describe_switches(((False, True, True),) * 2) == "scale off in every block"
     assert describe_switches(all_on_key(2)) == "all attentions on"
+
+
+@pytest.mark.parametrize("num_blocks", [1, 0])
+def test_every_page_with_one_block_or_none(app_env, tmp_path, num_blocks):
+    """Edge depths: one DyHead block (no sliders over blocks) and the ATSS baseline head (no blocks:
+    the pages that look inside the head say so)."""
+    from dataclasses import replace
+
+    from dyhead.checkpoint import save_checkpoint
+    from dyhead.detector import build_detector
+    from tests.analysis.conftest import tiny_config
+
+    cfg = tiny_config(num_blocks=max(num_blocks, 1))
+    if num_blocks == 0:
+        cfg = replace(cfg, tower=replace(cfg.tower, num_blocks=0), head_num_convs=1)
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / f"tiny_{num_blocks}.pt", build_detector(cfg).eval())
+    at = _app()
+    at.sidebar.text_input(key="checkpoint").set_value(str(path)).run()
+    _ok(at)
+    for page in PAGES:
+        at.switch_page(page).run()
+        _ok(at)
+        if num_blocks == 0 and page in ("views/inside_head.py", "views/scale_ratios.py",
+                                        "views/attention_switches.py", "views/how_it_works.py"):
+            assert any("no DyHead blocks" in e.value for e in at.error), page
+        else:
+            assert not at.error, (page, [e.value for e in at.error])
