@@ -111,9 +111,11 @@ def draw_detections(ax, image: np.ndarray, dets, class_names: Optional[Sequence[
     from matplotlib.patches import Rectangle
 
     ax.imshow(image)
-    for i in range(len(dets)):
+    highlight = highlight or set()
+    # Highlighted boxes (the changes) last, so that they are drawn on top.
+    for i in sorted(range(len(dets)), key=lambda i: i in highlight):
         x1, y1, x2, y2 = (float(v) for v in dets.boxes[i])
-        color = highlight_color if highlight and i in highlight else "#00e000"
+        color = highlight_color if i in highlight else "#00e000"
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.2, ec=color))
         label = int(dets.labels[i])
         name = class_names[label] if class_names else str(label)
