@@ -95,10 +95,21 @@ def sampling_points(offset: np.ndarray, mask: np.ndarray, y: int, x: int, stride
 
 
 def sampling_figure(image: np.ndarray, points: pd.DataFrame, center: tuple[float, float], title: str = "",
-                    height: Optional[int] = None, zoom_margin: Optional[float] = None) -> go.Figure:
+                    height: Optional[int] = None, zoom_margin: Optional[float] = None,
+                    cells: Optional[tuple[int, int, int, tuple[float, float]]] = None) -> go.Figure:
     """Arrows from the regular 3x3 grid to where each tap samples; marker size and opacity = mask.
-    With `zoom_margin` (pixels) the view is cropped to the points plus that margin."""
+    With `zoom_margin` (pixels) the view is cropped to the points plus that margin. With
+    `cells` = (rows, columns, stride, scale_yx) the level's cell centres are added as (nearly)
+    invisible points carrying (row, column) as customdata, so that a click picks a cell."""
     fig = _image_figure(image, height)
+    if cells is not None:
+        rows, cols, stride, (sy, sx) = cells
+        rr, cc = np.mgrid[0:rows, 0:cols]
+        fig.add_trace(go.Scatter(
+            x=((cc.ravel() + 0.5) * stride * sx), y=((rr.ravel() + 0.5) * stride * sy), mode="markers",
+            marker=dict(size=max(4, min(14, stride * sx * 0.8)), color="white", opacity=0.02),
+            customdata=np.stack([rr.ravel(), cc.ravel()], axis=1), hovertemplate="cell (%{customdata[0]}, "
+            "%{customdata[1]}): click to look here<extra></extra>", name="cells"))
     if zoom_margin is not None:
         ys = np.concatenate([points.grid_y, points.sample_y, [center[0]]])
         xs = np.concatenate([points.grid_x, points.sample_x, [center[1]]])

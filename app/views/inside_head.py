@@ -129,16 +129,33 @@ if len(det.scores):
     x0 = min(int((x1 + x2) / 2 / scale_yx[1] // stride), wl - 1)
 else:
     y0, x0 = hl // 2, wl // 2
-y = o3.slider("Row (cells)", 0, hl - 1, y0, key=f"off_y_{level_o}") if hl > 1 else 0
-x = o4.slider("Column (cells)", 0, wl - 1, x0, key=f"off_x_{level_o}") if wl > 1 else 0
+# A click on the figure (previous run) picks a cell of the level it was drawn for.
+ky, kx = f"off_y_{level_o}", f"off_x_{level_o}"
+clicked = st.session_state.get("off_fig")
+points = clicked["selection"]["points"] if clicked and clicked.get("selection") else []
+cell = next((p.get("customdata") for p in points if p.get("customdata") is not None), None)
+if cell is not None:
+    if isinstance(cell, dict):  # an array's row comes back as {"0": row, "1": column}
+        cell = [cell.get("0", cell.get(0)), cell.get("1", cell.get(1))]
+    token = (level_o, int(cell[0]), int(cell[1]))
+    if token != st.session_state.get("off_last_click") and st.session_state.get("off_drawn_level") == level_o:
+        st.session_state["off_last_click"] = token
+        st.session_state[ky], st.session_state[kx] = min(token[1], hl - 1), min(token[2], wl - 1)
+y = (o3.slider("Row (cells)", 0, hl - 1, key=ky) if ky in st.session_state else
+     o3.slider("Row (cells)", 0, hl - 1, y0, key=ky)) if hl > 1 else 0
+x = (o4.slider("Column (cells)", 0, wl - 1, key=kx) if kx in st.session_state else
+     o4.slider("Column (cells)", 0, wl - 1, x0, key=kx)) if wl > 1 else 0
 pts = sampling_points(res.offsets[block_o - 1][level_o], res.masks[block_o - 1][level_o], y, x, stride, scale_yx)
 centre = ((y + 0.5) * stride * scale_yx[0], (x + 0.5) * stride * scale_yx[1])
 zoom = st.toggle("Zoom to the sampling points", True, key="off_zoom")
 st.plotly_chart(sampling_figure(image.array, pts, centre,
-                                title=f"Block {block_o}, {level_name(level_o)} (stride {stride}), cell ({y}, {x})",
+                                title=f"Block {block_o}, {level_name(level_o)} (stride {stride}), cell ({y}, {x}); "
+                                      "click a cell to look there",
                                 height=520,
-                                zoom_margin=max(6.0 * stride * max(scale_yx), 0.12 * max(oh, ow)) if zoom else None),
-                key="off_fig")
+                                zoom_margin=max(6.0 * stride * max(scale_yx), 0.12 * max(oh, ow)) if zoom else None,
+                                cells=(hl, wl, stride, scale_yx)),
+                key="off_fig", on_select="rerun", selection_mode="points")
+st.session_state["off_drawn_level"] = level_o
 with st.expander("Sampling points (table)"):
     st.dataframe(pts.round(3), hide_index=True)
 csv_download(pts, "spatial_sampling_points", key="off_dl",

@@ -135,6 +135,18 @@ def test_every_page_in_chromium(server):
                         run.first.click()
                         _settle(page, title)
                     assert page.locator(".js-plotly-plot").count() >= 1
+                if name == "inside_head":  # a click on the sampling figure picks the cell to look at
+                    titles = page.locator(".js-plotly-plot .gtitle")
+
+                    def sampling_title() -> str:
+                        return next(t for t in (x.text_content() for x in titles.all()) if "click a cell" in t)
+
+                    before = sampling_title()
+                    box = page.locator(".js-plotly-plot").filter(has_text="click a cell").first.bounding_box()
+                    page.mouse.click(box["x"] + 0.3 * box["width"], box["y"] + 0.3 * box["height"])
+                    page.wait_for_timeout(300)
+                    _settle(page, title)
+                    assert sampling_title() != before
                 if name == "attention_switches":
                     page.get_by_text("Spatial-aware (S)").click()
                     _settle(page, title)
