@@ -49,3 +49,22 @@ def app_env(monkeypatch, app_checkpoint, app_data, app_cache) -> dict:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
+
+
+def tiny_detector_config(num_blocks: int = 1):
+    """A very small detector configuration (8-16 channels, 96-128 px inputs) for edge-case models."""
+    from dyhead.backbone import BackboneConfig
+    from dyhead.config import DyHeadConfig
+    from dyhead.data.demo import CATEGORY_NAMES
+    from dyhead.detector import DetectorConfig
+
+    return DetectorConfig(
+        backbone=BackboneConfig(kind="small", small_widths=(8, 8, 16, 16, 16)),
+        fpn_channels=16,
+        tower=DyHeadConfig(num_blocks=num_blocks, channels=16, norm_groups=8),
+        num_classes=len(CATEGORY_NAMES),
+        class_names=CATEGORY_NAMES,
+        category_ids=tuple(range(1, len(CATEGORY_NAMES) + 1)),
+        min_size=96,
+        max_size=128,
+    )

@@ -364,9 +364,9 @@ def test_every_page_with_one_block_or_none(app_env, tmp_path, num_blocks):
 
     from dyhead.checkpoint import save_checkpoint
     from dyhead.detector import build_detector
-    from tests.analysis.conftest import tiny_config
+    from .conftest import tiny_detector_config
 
-    cfg = tiny_config(num_blocks=max(num_blocks, 1))
+    cfg = tiny_detector_config(num_blocks=max(num_blocks, 1))
     if num_blocks == 0:
         cfg = replace(cfg, tower=replace(cfg.tower, num_blocks=0), head_num_convs=1)
     torch.manual_seed(0)
