@@ -21,8 +21,8 @@ import pandas as pd
 
 from dyhead.config import AttentionSwitches, knock_out
 
-from .sources import dataset_root
 from .detection_diff import diff_summary, match_detections, plot_detection_pair
+from .sources import dataset_root
 
 __all__ = [
     "KNOCKOUT_NOTE",

@@ -39,9 +39,9 @@ import torch
 
 from dyhead.preprocess import ImageLoadError, load_image
 
-from .levels import LEVEL_NOTE, level_label, level_name, level_stride, paper_level
-from .tables import read_table
+from .levels import LEVEL_NOTE, level_label, level_name, paper_level
 from .sources import ImageRecord, dataset_images, resolve_dataset
+from .tables import read_table
 
 __all__ = [
     "RATIO_DEFINITION",
@@ -53,6 +53,7 @@ __all__ = [
     "collect_scale_weights",
     "scale_weights_for_images",
     "compute_ratios",
+    "write_ratios_csv",
     "ratio_summary",
     "read_table",
     "shard_path",
