@@ -173,6 +173,9 @@ def plot_ablation(df: pd.DataFrame):
     ax.bar(range(len(t1)), t1["AP"], color="#4c72b0")
     for x, v in enumerate(t1["AP"]):
         ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+    full = t1[(t1.L == CHECK) & (t1.S == CHECK) & (t1.C == CHECK)]
+    if len(full):
+        ax.axhline(float(full["AP"].iloc[0]), color="0.4", lw=0.8, ls="--")
     ax.set_xticks(range(len(t1)))
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_xlabel("L (scale)  S (spatial)  C (task), on in every block")
