@@ -16,6 +16,7 @@ between calls; the ``*_cached`` wrappers add Streamlit's caches.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ __all__ = [
     "dataset_records",
     "resolved_data_root",
     "scale_ratio_folder",
+    "BusyError",
     "run_scale_ratio_pass",
     "scale_ratio_progress",
     "load_scale_ratios",
@@ -297,15 +299,32 @@ def scale_ratio_folder(ref: ModelRef, root: Path, split: str) -> Path:
     return folder
 
 
+class BusyError(RuntimeError):
+    """The same on-disk pass is being computed by another session right now."""
+
+
+@st.cache_resource(show_spinner=False)
+def _folder_lock(path: str) -> threading.Lock:
+    """One lock per results file, shared by every session of this server."""
+    return threading.Lock()
+
+
 def run_scale_ratio_pass(model, ref: ModelRef, root: Path, split: str, max_images: int,
                          progress: Optional[Callable[[int, int], None]] = None):
     """`analysis.scale_ratios.collect_scale_weights` into the folder of (ref, dataset); resumes an
-    earlier, interrupted pass. Returns the `ScaleRatioRun`."""
+    earlier, interrupted pass. Returns the `ScaleRatioRun`. Raises `BusyError` when another session
+    is writing the same folder."""
     from analysis.scale_ratios import collect_scale_weights
 
     out_csv = scale_ratio_folder(ref, root, split) / "weights.csv"
-    return collect_scale_weights(model, root, out_csv, split=split, max_images=max_images, batch_size=1,
-                                 progress=progress, show_progress=False)
+    lock = _folder_lock(str(out_csv))
+    if not lock.acquire(blocking=False):
+        raise BusyError("another session is computing this pass right now; reload the page when it is done")
+    try:
+        return collect_scale_weights(model, root, out_csv, split=split, max_images=max_images, batch_size=1,
+                                     progress=progress, show_progress=False)
+    finally:
+        lock.release()
 
 
 def scale_ratio_progress(ref: ModelRef, root: Path, split: str, image_ids: Sequence[int]) -> int:
@@ -350,14 +369,20 @@ def run_ablation(model, ref: ModelRef, root: Path, split: str, max_images: int, 
     from analysis.tables import read_table, write_table
 
     path = ablation_csv_path(ref, root, split, max_images, one_block)
-    if path.exists():
-        df = read_table(path)
-        df.attrs["note"] = KNOCKOUT_NOTE
+    lock = _folder_lock(str(path))
+    if not lock.acquire(blocking=False):
+        raise BusyError("another session is computing this table right now; reload the page when it is done")
+    try:
+        if path.exists():
+            df = read_table(path)
+            df.attrs["note"] = KNOCKOUT_NOTE
+            return df
+        df = ablation_table(model, root, split, max_images=max_images, one_block=one_block, batch_size=4,
+                            progress=progress)
+        write_table(df, path, [KNOCKOUT_NOTE])
         return df
-    df = ablation_table(model, root, split, max_images=max_images, one_block=one_block, batch_size=4,
-                        progress=progress)
-    write_table(df, path, [KNOCKOUT_NOTE])
-    return df
+    finally:
+        lock.release()
 
 
 def cached_ablation(ref: ModelRef, root: Path, split: str, max_images: int, one_block: bool) -> Optional[pd.DataFrame]:

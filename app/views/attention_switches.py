@@ -128,6 +128,9 @@ with tab_table:
         try:
             df = compute.run_ablation(ctx.model, ctx.ref, root, ctx.split, n, one_block,
                                       progress=lambda d, t: bar.progress(d / t, text=f"{d} / {t} settings"))
+        except compute.BusyError as exc:
+            st.info(str(exc).capitalize())
+            st.stop()
         except Exception as exc:  # noqa: BLE001 - dataset/category problems are shown, the app keeps running
             st.error(f"The AP table could not be computed: {exc}")
             st.stop()

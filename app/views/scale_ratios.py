@@ -47,6 +47,9 @@ if st.button("Run the pass" if done == 0 else ("Resume the pass" if done < n els
 
     try:
         run = compute.run_scale_ratio_pass(ctx.model, ctx.ref, root, ctx.split, n, progress=on_progress)
+    except compute.BusyError as exc:
+        st.info(str(exc).capitalize())
+        st.stop()
     except (SourceError, ValueError, OSError) as exc:
         st.error(f"The pass stopped: {exc}")
         st.stop()

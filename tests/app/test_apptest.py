@@ -382,3 +382,22 @@ def test_every_page_with_one_block_or_none(app_env, tmp_path, num_blocks):
             assert any("no DyHead blocks" in e.value for e in at.error), page
         else:
             assert not at.error, (page, [e.value for e in at.error])
+
+
+def test_one_pass_per_results_folder(app_checkpoint, app_data, app_cache, monkeypatch):
+    """Two sessions asking for the same scale-ratio pass: the second is told to wait, the files
+    are never written by both at once."""
+    from app import compute
+    from analysis.sources import load_model
+
+    monkeypatch.setenv("DYHEAD_APP_CACHE", str(app_cache))
+    model, _ = load_model(app_checkpoint, "cpu")
+    ref = compute.ModelRef.of(app_checkpoint, "cpu", "crop")
+    csv = compute.scale_ratio_folder(ref, app_data, "val") / "weights.csv"
+    lock = compute._folder_lock(str(csv))
+    with lock:
+        with pytest.raises(compute.BusyError):
+            compute.run_scale_ratio_pass(model, ref, app_data, "val", 1)
+    assert not csv.exists()
+    compute.run_scale_ratio_pass(model, ref, app_data, "val", 1)
+    assert compute.scale_ratio_progress(ref, app_data, "val", [1]) == 1
