@@ -12,7 +12,7 @@ from typing import Callable, Sequence, Union
 import pandas as pd
 import streamlit as st
 
-__all__ = ["figure_bytes", "csv_bytes", "figure_downloads", "csv_download"]
+__all__ = ["figure_bytes", "csv_bytes", "figure_downloads", "csv_download", "reduced_maps_table"]
 
 
 def figure_bytes(fig, fmt: str = "png", dpi: int = 150) -> bytes:
@@ -54,3 +54,25 @@ def csv_download(table: Union[pd.DataFrame, Callable[[], pd.DataFrame]], stem: s
 
     st.download_button(label, data=make, file_name=f"{stem}.csv", mime="text/csv", key=f"{key or stem}_csv",
                        icon=":material/table:", on_click="ignore")
+
+
+def reduced_maps_table(reduced, rows: Sequence[str]) -> pd.DataFrame:
+    """Long table of reduced feature maps (`analysis.feature_maps.ReducedMaps`): one row per
+    (stage, level, y, x) with the value (or pc1..pc3 for PCA), in level cells."""
+    import numpy as np
+
+    from analysis.levels import level_name
+
+    frames = []
+    for stage in rows:
+        for level, m in enumerate(reduced.maps[stage]):
+            h, w = m.shape[:2]
+            yy, xx = np.mgrid[0:h, 0:w]
+            df = pd.DataFrame({"stage": stage, "level": level_name(level), "y": yy.ravel(), "x": xx.ravel()})
+            if m.ndim == 3:
+                for k in range(3):
+                    df[f"pc{k + 1}"] = m[..., k].ravel()
+            else:
+                df["value"] = m.ravel()
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True)

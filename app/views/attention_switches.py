@@ -6,11 +6,11 @@ import pandas as pd
 import streamlit as st
 
 from analysis.ablation import KNOCKOUT_NOTE, plot_ablation, plotly_ablation
-from analysis.detection_diff import diff_summary, match_detections
+from analysis.detection_diff import diff_summary, match_detections, plot_detection_pair
 from analysis.feature_maps import FeatureStages, plot_feature_grid, reduce_stages
 from analysis.sources import SourceError
 from app import compute
-from app.downloads import csv_download, figure_downloads
+from app.downloads import csv_download, figure_downloads, reduced_maps_table
 from app.drawing import detections_figure, show_feature_grid
 from app.sidebar import require_model
 
@@ -78,9 +78,14 @@ def _image_tab(image) -> None:
         st.dataframe(diff.removed.round(1), hide_index=True)
         st.markdown("**Added** (only with the chosen setting)")
         st.dataframe(diff.added.round(1), hide_index=True)
-    csv_download(lambda: pd.concat([diff.matched.assign(status="matched"), diff.removed.assign(status="removed"),
-                                    diff.added.assign(status="added")], ignore_index=True),
-                 "detection_changes", key="sw_changes", notes=[f"{image.name}; all on vs {setting}; {KNOCKOUT_NOTE}"])
+    c1, c2 = st.columns([1, 3])
+    with c1:
+        figure_downloads(lambda: plot_detection_pair(image.array, diff, "all attentions on", setting, names),
+                         "detections_on_vs_chosen", key="sw_pair")
+    with c2:
+        csv_download(lambda: pd.concat([diff.matched.assign(status="matched"), diff.removed.assign(status="removed"),
+                                        diff.added.assign(status="added")], ignore_index=True),
+                     "detection_changes", key="sw_changes", notes=[f"{image.name}; all on vs {setting}; {KNOCKOUT_NOTE}"])
 
     st.markdown("#### Feature maps, all on vs chosen")
     f1, f2, f3 = st.columns([2, 1, 1])
@@ -93,10 +98,16 @@ def _image_tab(image) -> None:
     pair = FeatureStages(image=image.array, stages=rows,
                          maps={rows[0]: ref.stages.maps[stage], rows[1]: other.stages.maps[stage]},
                          num_blocks=ref.stages.num_blocks)
-    show_feature_grid(pair, reduce_stages(pair, reduction, "per_level", which=rows), rows, opacity)
+    reduced = reduce_stages(pair, reduction, "per_level", which=rows)
+    show_feature_grid(pair, reduced, rows, opacity)
     st.caption("One colour range per level covers both rows, so brightness compares between them.")
-    figure_downloads(lambda: plot_feature_grid(pair, reduction, "per_level", rows=rows, opacity=opacity),
-                     "feature_maps_on_vs_chosen", key="sw_maps_dl")
+    c1, c2 = st.columns([1, 3])
+    with c1:
+        figure_downloads(lambda: plot_feature_grid(pair, reduction, "per_level", rows=rows, opacity=opacity),
+                         "feature_maps_on_vs_chosen", key="sw_maps_dl")
+    with c2:
+        csv_download(lambda: reduced_maps_table(reduced, rows), "feature_maps_on_vs_chosen", key="sw_maps_dl",
+                     notes=[f"{image.name}; all on vs {setting}; reduction {reduction}; level cells (y, x)"])
 
 
 tab_image, tab_table = st.tabs(["This image", "AP over the dataset"])

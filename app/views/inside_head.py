@@ -12,7 +12,7 @@ from analysis.feature_maps import COLOR_SCALES, paper_stages, plot_feature_grid,
 from analysis.levels import LEVEL_NOTE, level_label, level_name
 from app import compute
 from app.controls import block_slider
-from app.downloads import csv_download, figure_downloads
+from app.downloads import csv_download, figure_downloads, reduced_maps_table
 from app.drawing import sampling_figure, sampling_points, show_feature_grid
 from app.sidebar import require_image, require_model
 
@@ -57,27 +57,12 @@ else:
                            for l in range(reduced.num_levels))
         st.caption(f"Colour range ({color_scale.replace('_', ' ')}): {ranges}; colormap inferno (dark = low).")
 
-    def _maps_table() -> pd.DataFrame:
-        frames = []
-        for stage in rows:
-            for level, m in enumerate(reduced.maps[stage]):
-                h, w = m.shape[:2]
-                yy, xx = np.mgrid[0:h, 0:w]
-                df = pd.DataFrame({"stage": stage, "level": level_name(level), "y": yy.ravel(), "x": xx.ravel()})
-                if m.ndim == 3:
-                    for k in range(3):
-                        df[f"pc{k + 1}"] = m[..., k].ravel()
-                else:
-                    df["value"] = m.ravel()
-                frames.append(df)
-        return pd.concat(frames, ignore_index=True)
-
     d1, d2 = st.columns([1, 3])
     with d1:
         figure_downloads(lambda: plot_feature_grid(stages, reduction, color_scale, rows=rows, opacity=opacity),
                          "feature_maps_fig4", pdf=True, key="fm_dl")
     with d2:
-        csv_download(_maps_table, "feature_maps", key="fm_dl",
+        csv_download(lambda: reduced_maps_table(reduced, rows), "feature_maps", key="fm_dl",
                      notes=[f"{image.name}; reduction {reduction}; cells of each level's map (y, x)", LEVEL_NOTE])
 
 # ------------------------------------------------------------------------------------------------

@@ -401,3 +401,25 @@ def test_one_pass_per_results_folder(app_checkpoint, app_data, app_cache, monkey
     assert not csv.exists()
     compute.run_scale_ratio_pass(model, ref, app_data, "val", 1)
     assert compute.scale_ratio_progress(ref, app_data, "val", [1]) == 1
+
+
+def test_reduced_maps_table(app_checkpoint):
+    from analysis.feature_maps import feature_stages, reduce_stages
+    from analysis.sources import load_model
+    from app.downloads import reduced_maps_table
+    from app.sidebar import sample_images
+    from dyhead.preprocess import load_image
+
+    model, _ = load_model(app_checkpoint, "cpu")
+    stages = feature_stages(model, load_image(sample_images()[0]))
+    rows = [stages.stages[0], stages.stages[-1]]
+    for reduction, columns in (("mean_abs", ["value"]), ("pca", ["pc1", "pc2", "pc3"])):
+        reduced = reduce_stages(stages, reduction, which=rows)
+        table = reduced_maps_table(reduced, rows)
+        assert list(table.columns) == ["stage", "level", "y", "x"] + columns
+        assert len(table) == 2 * sum(m.shape[0] * m.shape[1] for m in reduced.maps[rows[0]])
+        p3 = table[(table.stage == rows[-1]) & (table.level == "P3")]
+        m = reduced.maps[rows[-1]][0]
+        row = p3[(p3.y == 1) & (p3.x == 2)].iloc[0]
+        expected = m[1, 2] if m.ndim == 2 else m[1, 2, 0]
+        assert row[columns[0]] == pytest.approx(float(expected))
