@@ -423,3 +423,26 @@ def test_reduced_maps_table(app_checkpoint):
         row = p3[(p3.y == 1) & (p3.x == 2)].iloc[0]
         expected = m[1, 2] if m.ndim == 2 else m[1, 2, 0]
         assert row[columns[0]] == pytest.approx(float(expected))
+
+
+def test_paper_figures_from_the_disk_caches(app_env, app_checkpoint, app_data):
+    """The PNG/PDF downloads draw from tables that went through the on-disk caches (CSV round trip)."""
+    from app import compute
+    from app.downloads import figure_bytes
+    from analysis.ablation import plot_ablation
+    from analysis.efficiency import plot_efficiency
+    from analysis.scale_ratios import plot_scale_ratios
+    from analysis.sources import load_model
+
+    model, _ = load_model(app_checkpoint, "cpu")
+    ref = compute.ModelRef.of(app_checkpoint, "cpu", None)
+    compute.run_ablation(model, ref, app_data, "val", 1, True)
+    table = compute.run_ablation(model, ref, app_data, "val", 1, True)  # read back from disk
+    assert len(table) == 8 + 3 * model.config.tower.num_blocks
+    assert figure_bytes(plot_ablation(table), "pdf").startswith(b"%PDF")
+    eff = compute.efficiency_cached.__wrapped__((0, 1, 2), 16, (320, 320), 32)
+    eff = compute.efficiency_cached.__wrapped__((0, 1, 2), 16, (320, 320), 32)  # from disk
+    assert figure_bytes(plot_efficiency(eff), "png").startswith(b"\x89PNG")
+    compute.run_scale_ratio_pass(model, ref, app_data, "val", 2)
+    _, ratios = compute.load_scale_ratios(ref, app_data, "val", [1, 2])
+    assert figure_bytes(plot_scale_ratios(ratios), "png").startswith(b"\x89PNG")
