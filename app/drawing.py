@@ -12,11 +12,28 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-__all__ = ["CLASS_COLORS", "detections_figure", "sampling_points", "sampling_figure", "LEVEL_COLORS"]
+__all__ = ["CLASS_COLORS", "DISPLAY_MAX_SIDE", "display_image", "detections_figure", "sampling_points", "sampling_figure",
+           "show_feature_grid", "LEVEL_COLORS"]
 
 CLASS_COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
                 "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000")
 LEVEL_COLORS = ("#6a3d9a", "#e31a1c", "#33a02c", "#ff7f00", "#1f78b4")  # P3..P7, as analysis' figures
+
+
+#: Images are shown at most this large (long side, pixels); coordinates stay in original pixels.
+DISPLAY_MAX_SIDE = 1024
+
+
+def display_image(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> tuple[np.ndarray, float]:
+    """(a copy no larger than `max_side` on its long side, its scale); the image itself when small."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w, 1))
+    if scale >= 1.0:
+        return image, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR)), scale
 
 
 def _data_uri(image: np.ndarray) -> str:
@@ -33,7 +50,9 @@ def _data_uri(image: np.ndarray) -> str:
 
 def _image_figure(image: np.ndarray, height: Optional[int] = None) -> go.Figure:
     h, w = image.shape[:2]
-    fig = go.Figure(go.Image(source=_data_uri(image), hoverinfo="skip"))
+    shown, scale = display_image(image)
+    # A large image is sent downscaled, each shown pixel spanning 1/scale original pixels.
+    fig = go.Figure(go.Image(source=_data_uri(shown), dx=1.0 / scale, dy=1.0 / scale, hoverinfo="skip"))
     fig.update_xaxes(visible=False, range=[0, w])
     fig.update_yaxes(visible=False, range=[h, 0], scaleanchor="x")
     fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), height=height or min(760, max(360, int(640 * h / max(w, 1)))),
@@ -149,6 +168,7 @@ def show_feature_grid(stages, reduced, rows: Sequence[str], opacity: float, cmap
     from analysis.feature_maps import overlay
     from analysis.levels import level_name
 
+    image, _ = display_image(stages.image, 640)  # each cell is small; overlays of a large image are slow
     num_levels = reduced.num_levels
     titles = list(column_titles) if column_titles else [level_name(l) for l in range(num_levels)]
     widths = [1.0] * num_levels + [0.55]
@@ -158,6 +178,6 @@ def show_feature_grid(stages, reduced, rows: Sequence[str], opacity: float, cmap
     for stage in rows:
         cols = st.columns(widths, gap="small", vertical_alignment="center")
         for l in range(num_levels):
-            cols[l].image(overlay(stages.image, reduced.normalized(stage, l), opacity, cmap), output_format="JPEG",
+            cols[l].image(overlay(image, reduced.normalized(stage, l), opacity, cmap), output_format="JPEG",
                           width="stretch")
         cols[-1].markdown(f"**{stage}**")

@@ -446,3 +446,26 @@ def test_paper_figures_from_the_disk_caches(app_env, app_checkpoint, app_data):
     compute.run_scale_ratio_pass(model, ref, app_data, "val", 2)
     _, ratios = compute.load_scale_ratios(ref, app_data, "val", [1, 2])
     assert figure_bytes(plot_scale_ratios(ratios), "png").startswith(b"\x89PNG")
+
+
+def test_large_upload_is_shown_downscaled(app_env):
+    """A 3000x2000 photo: the model gets the full image, the page gets small copies."""
+    from app.drawing import DISPLAY_MAX_SIDE, detections_figure, display_image
+
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 255, (2000, 3000, 3), dtype=np.uint8)
+    small, scale = display_image(big)
+    assert small.shape[:2] == (683, DISPLAY_MAX_SIDE) and scale == pytest.approx(DISPLAY_MAX_SIDE / 3000)
+    fig = detections_figure(big, np.array([[100.0, 200.0, 900.0, 1500.0]]), np.array([0.9]), np.array([0]), ["a"])
+    assert fig.data[0].dx == pytest.approx(1 / scale)
+    assert fig.layout.shapes[0].x1 == 900.0  # boxes stay in original pixels
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, format="JPEG", quality=70)
+    at = _app()
+    at.sidebar.radio(key="image_source").set_value("Upload").run()
+    at.sidebar.file_uploader(key="upload").set_value(("big.jpg", buf.getvalue(), "image/jpeg")).run()
+    _ok(at)
+    assert any("big.jpg: 3000×2000" in c.value for c in at.sidebar.caption)
+    at.switch_page("views/inside_head.py").run()
+    _ok(at)
+    assert not at.error
