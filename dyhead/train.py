@@ -116,7 +116,9 @@ TRAIN_PRESETS: dict[str, TrainPreset] = {
         detector=DEMO_DETECTOR,
         max_iter=3000,
         batch_size=8,
-        base_lr=0.01,
+        # Twice the official 0.01 (which is for batch 16): a from-scratch model on a short schedule
+        # learns faster at the higher rate; warm-up and gradient clipping keep it stable.
+        base_lr=0.02,
         warmup_iters=150,
         warmup_factor=0.01,
         min_size=320,
