@@ -77,6 +77,12 @@ class AppContext:
         `analysis.sources.SourceError` with a clear message when it cannot be used."""
         return compute.resolved_data_root(self.data_root_text or None, self.split)
 
+    def dataset_records(self) -> list:
+        """The chosen split's image records (cached per annotation file version); raises
+        `analysis.sources.SourceError` like `data_root`."""
+        root = self.data_root()
+        return compute.dataset_records(str(root), self.split, compute.annotation_mtime(root, self.split))
+
     @property
     def data_label(self) -> str:
         return self.data_root_text or "demo data"
@@ -88,6 +94,18 @@ def context() -> AppContext:
     if ctx is None:  # a page opened without the router (should not happen): draw the sidebar now
         ctx = draw_sidebar()
     return ctx
+
+
+def dataset_or_stop(ctx: AppContext) -> tuple[Path, list]:
+    """The dataset root and its image records; stops the page with the reason when the dataset
+    can't be used."""
+    from analysis.sources import SourceError
+
+    try:
+        return ctx.data_root(), ctx.dataset_records()
+    except SourceError as exc:
+        st.error(f"Dataset: {exc}")
+        st.stop()
 
 
 def require_model() -> AppContext:
@@ -232,8 +250,7 @@ def _draw_image_picker(ctx: AppContext, sb) -> None:
             choice = sb.selectbox("Sample image", [p.name for p in samples], key="sample_name")
             ctx.image = _load_path(next(p for p in samples if p.name == choice))
         elif source == "Dataset":
-            root = ctx.data_root()
-            records = compute.dataset_records(str(root), ctx.split, compute.annotation_mtime(root, ctx.split))
+            records = ctx.dataset_records()
             index = sb.number_input(f"Image index (0-{len(records) - 1})", 0, len(records) - 1, 0, key="dataset_index")
             rec = records[int(index)]
             ctx.image = _load_path(rec.path)

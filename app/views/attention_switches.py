@@ -8,11 +8,10 @@ import streamlit as st
 from analysis.ablation import KNOCKOUT_NOTE, plot_ablation, plotly_ablation
 from analysis.detection_diff import diff_summary, match_detections, plot_detection_pair
 from analysis.feature_maps import FeatureStages, plot_feature_grid, reduce_stages
-from analysis.sources import SourceError
 from app import compute
 from app.downloads import csv_download, figure_downloads, reduced_maps_table
 from app.drawing import detections_figure, show_feature_grid
-from app.sidebar import require_model
+from app.sidebar import dataset_or_stop, require_model
 
 ATTENTIONS = ("scale", "spatial", "task")
 
@@ -122,12 +121,7 @@ with tab_image:
 # ------------------------------------------------------------------------------------------------
 with tab_table:
     st.info("Inference-time knock-outs: " + KNOCKOUT_NOTE + ". COCO AP from pycocotools, in percent.")
-    try:
-        root = ctx.data_root()
-        records = compute.dataset_records(str(root), ctx.split, compute.annotation_mtime(root, ctx.split))
-    except SourceError as exc:
-        st.error(f"Dataset: {exc}")
-        st.stop()
+    root, records = dataset_or_stop(ctx)
     a1, a2 = st.columns(2)
     n = int(a1.number_input(f"Images (first N of {len(records)})", 1, len(records), min(20, len(records)),
                             key="ab_n"))

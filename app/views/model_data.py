@@ -41,7 +41,7 @@ else:
 st.subheader("Dataset")
 try:
     root = ctx.data_root()
-    records = compute.dataset_records(str(root), ctx.split, compute.annotation_mtime(root, ctx.split))
+    records = ctx.dataset_records()
 except SourceError as exc:
     st.error(f"Dataset: {exc}")
 else:

@@ -10,7 +10,7 @@ from analysis.sources import SourceError
 from app import compute
 from app.controls import block_slider
 from app.downloads import csv_download, figure_downloads
-from app.sidebar import require_model
+from app.sidebar import dataset_or_stop, require_model
 
 st.title("Scale ratios")
 st.caption("The paper's Figure 3: for every level, the ratio of the learned scale weight of the higher-resolution "
@@ -20,12 +20,7 @@ ctx = require_model()
 if ctx.num_blocks == 0:
     st.error("This model has no DyHead blocks: there are no scale weights to show.")
     st.stop()
-try:
-    root = ctx.data_root()
-    records = compute.dataset_records(str(root), ctx.split, compute.annotation_mtime(root, ctx.split))
-except SourceError as exc:
-    st.error(f"Dataset: {exc}")
-    st.stop()
+root, records = dataset_or_stop(ctx)
 
 total = len(records)
 c1, c2 = st.columns([1, 2])
