@@ -343,8 +343,7 @@ class Trainer:
         from dyhead.checkpoint import save_checkpoint
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        # str(): torch.__version__ is a TorchVersion object, which weights_only loading refuses.
-        meta = {"torch": str(torch.__version__), "iteration": self.state.iteration, "elapsed_s": round(self.state.elapsed, 1),
+        meta = {"iteration": self.state.iteration, "elapsed_s": round(self.state.elapsed, 1),
                 "preset": self.preset_name, "seed": self.seed, "data": str(self.data_root)}
         save_checkpoint(self.out_dir / ("model_final.pt" if final else "model_last.pt"), self.model, extra_meta=meta)
         resume = {
