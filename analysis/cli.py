@@ -132,12 +132,13 @@ def cmd_scale_ratios(args, report: _Report) -> None:
 
 
 def cmd_feature_maps(args, report: _Report) -> None:
-    from .feature_maps import feature_stages, paper_stages, plot_feature_grid, reduce_stages
+    from .feature_maps import (color_scale_note, feature_stages, paper_stages, plot_feature_grid, reduce_stages,
+                               with_geometry)
     from .levels import level_name
 
     model = _model(args)
     image, path = _image(args)
-    stages = feature_stages(model, image)
+    stages = with_geometry(feature_stages(model, image), model=model)  # cells drawn where they lie
     rows = args.stages.split(";") if args.stages else paper_stages(stages.num_blocks)
     rows = [r.strip() for r in rows]
     reduced = reduce_stages(stages, args.reduction, args.color_scale, which=rows)
@@ -150,7 +151,7 @@ def cmd_feature_maps(args, report: _Report) -> None:
                           "map_max": float(m.max()), "map_mean": float(m.mean()),
                           "color_min": float(min(lo) if hasattr(lo, "__len__") else lo),
                           "color_max": float(max(hi) if hasattr(hi, "__len__") else hi)})
-    notes = [f"image {path}; reduction {args.reduction}; colour scale {args.color_scale}", LEVEL_NOTE]
+    notes = [f"image {path}; reduction {args.reduction}; {color_scale_note(args.color_scale)}", LEVEL_NOTE]
     report.wrote(write_table(pd.DataFrame(table), args.out / "feature_maps.csv", notes), "reduced-map statistics")
     fig = plot_feature_grid(stages, args.reduction, args.color_scale, rows, args.opacity)
     _save_figure(fig, args.out, "feature_maps", report, "Fig. 4 grid")
@@ -271,8 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--image", default=None, help="image file (default: a bundled sample, or the first image of --data)")
     p.add_argument("--reduction", default="mean_abs", help="mean_abs, l2, max, channel:<k> or pca")
-    p.add_argument("--color-scale", default="per_level", choices=("per_level", "global", "per_map"),
-                   help="per_level: one range per level across the rows (default); global; per_map")
+    p.add_argument("--color-scale", default="per_map", choices=("per_map", "per_stage", "per_level", "global"),
+                   help="per_map: each map its own range (default); per_stage: one range per row; per_level: "
+                        "shared across rows, one range per level (the FPN row, ~10x larger, then dominates); "
+                        "global: one range for all maps")
     p.add_argument("--opacity", type=float, default=0.6, help="map opacity over the image, 0..1")
     p.add_argument("--stages", default=None,
                    help="rows separated by ';', e.g. 'before head;block 1, spatial+scale;block 1' (names as the "

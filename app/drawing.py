@@ -99,6 +99,8 @@ def sampling_points(offset: np.ndarray, mask: np.ndarray, y: int, x: int, stride
     offset 0.5); `scale_yx` maps resized-image pixels to the original image.
     Returns one row per tap: tap, i, j, dy, dx, mask, grid_y/x and sample_y/x in original-image pixels.
     """
+    from analysis.feature_maps import cell_centre_pixel  # the same placement as the feature-map overlay
+
     rows = []
     sy, sx = scale_yx
     for k in range(9):
@@ -107,8 +109,9 @@ def sampling_points(offset: np.ndarray, mask: np.ndarray, y: int, x: int, stride
         gy, gx = y + i - 1, x + j - 1
         rows.append({
             "tap": k, "i": i, "j": j, "dy": dy, "dx": dx, "mask": float(mask[k, y, x]),
-            "grid_y": (gy + 0.5) * stride * sy, "grid_x": (gx + 0.5) * stride * sx,
-            "sample_y": (gy + dy + 0.5) * stride * sy, "sample_x": (gx + dx + 0.5) * stride * sx,
+            "grid_y": float(cell_centre_pixel(gy, stride, sy)), "grid_x": float(cell_centre_pixel(gx, stride, sx)),
+            "sample_y": float(cell_centre_pixel(gy + dy, stride, sy)),
+            "sample_x": float(cell_centre_pixel(gx + dx, stride, sx)),
         })
     return pd.DataFrame(rows)
 
@@ -159,13 +162,14 @@ def sampling_figure(image: np.ndarray, points: pd.DataFrame, center: tuple[float
 def show_feature_grid(stages, reduced, rows: Sequence[str], opacity: float, cmap: str = "inferno",
                       column_titles: Optional[Sequence[str]] = None) -> None:
     """Feature maps as a grid of images (rows = stages, columns = levels), each the reduced map
-    (`analysis.feature_maps.ReducedMaps`) overlaid on the image with `analysis.feature_maps.overlay`.
+    (`analysis.feature_maps.ReducedMaps`) placed on the image with `analysis.feature_maps.stage_overlay`
+    (each cell where it lies when `stages` carries its geometry, `analysis.feature_maps.with_geometry`).
 
     Drawn with `st.image` (compressed images) rather than a plotly figure, so that changing the opacity
     or the reduction re-renders quickly."""
     import streamlit as st
 
-    from analysis.feature_maps import overlay
+    from analysis.feature_maps import stage_overlay
     from analysis.levels import level_name
 
     image, _ = display_image(stages.image, 640)  # each cell is small; overlays of a large image are slow
@@ -178,6 +182,6 @@ def show_feature_grid(stages, reduced, rows: Sequence[str], opacity: float, cmap
     for stage in rows:
         cols = st.columns(widths, gap="small", vertical_alignment="center")
         for l in range(num_levels):
-            cols[l].image(overlay(image, reduced.normalized(stage, l), opacity, cmap), output_format="JPEG",
+            cols[l].image(stage_overlay(stages, reduced, stage, l, opacity, cmap, image=image), output_format="JPEG",
                           width="stretch")
         cols[-1].markdown(f"**{stage}**")

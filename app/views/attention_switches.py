@@ -7,7 +7,7 @@ import streamlit as st
 
 from analysis.ablation import KNOCKOUT_NOTE, plot_ablation, plotly_ablation
 from analysis.detection_diff import diff_summary, match_detections, plot_detection_pair
-from analysis.feature_maps import FeatureStages, plot_feature_grid, reduce_stages
+from analysis.feature_maps import FeatureStages, color_scale_note, plot_feature_grid, reduce_stages
 from app import compute
 from app.downloads import csv_download, figure_downloads, reduced_maps_table
 from app.drawing import detections_figure, show_feature_grid
@@ -96,17 +96,19 @@ def _image_tab(image) -> None:
     rows = [f"all on: {stage}", f"chosen: {stage}"]
     pair = FeatureStages(image=image.array, stages=rows,
                          maps={rows[0]: ref.stages.maps[stage], rows[1]: other.stages.maps[stage]},
-                         num_blocks=ref.stages.num_blocks)
+                         num_blocks=ref.stages.num_blocks, resized_size=ref.resized_size, strides=ref.strides)
     reduced = reduce_stages(pair, reduction, "per_level", which=rows)
     show_feature_grid(pair, reduced, rows, opacity)
-    st.caption("One colour range per level covers both rows, so brightness compares between them.")
+    st.caption("Colour scale shared across the two rows, one range per level, so brightness compares between "
+               "them (both rows are the same stage, so their magnitudes are alike).")
     c1, c2 = st.columns([1, 3])
     with c1:
         figure_downloads(lambda: plot_feature_grid(pair, reduction, "per_level", rows=rows, opacity=opacity),
                          "feature_maps_on_vs_chosen", key="sw_maps_dl")
     with c2:
         csv_download(lambda: reduced_maps_table(reduced, rows), "feature_maps_on_vs_chosen", key="sw_maps_dl",
-                     notes=[f"{image.name}; all on vs {setting}; reduction {reduction}; level cells (y, x)"])
+                     notes=[f"{image.name}; all on vs {setting}; reduction {reduction}; level cells (y, x); raw "
+                            f"reduced values; the figure's {color_scale_note('per_level')}"])
 
 
 tab_image, tab_table = st.tabs(["This image", "AP over the dataset"])

@@ -8,7 +8,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis.feature_maps import COLOR_SCALES, paper_stages, plot_feature_grid, reduce_stages
+from analysis.feature_maps import (COLOR_SCALE_TEXT, COLOR_SCALES, color_scale_note, paper_stages,
+                                   plot_feature_grid, reduce_stages, with_geometry)
 from analysis.levels import LEVEL_NOTE, level_label, level_name
 from app import compute
 from app.controls import block_slider
@@ -27,7 +28,8 @@ if ctx.num_blocks == 0:
 
 res = compute.inspect_cached(ctx.ref.key, ctx.model, image.key, image.array, compute.all_on_key(ctx.num_blocks),
                              image.name)
-stages = res.stages
+# Each level's cells drawn where they lie on the image (its network-input size and strides).
+stages = with_geometry(res.stages, res.resized_size, res.strides)
 L = res.num_levels
 
 # ------------------------------------------------------------------------------------------------
@@ -42,20 +44,34 @@ reduction = c2.selectbox("Reduction", ["mean_abs", "l2", "max", "pca", "channel"
 if reduction == "channel":
     channel = c2.number_input("Channel", 0, int(stages.maps[stages.stages[0]][0].shape[0]) - 1, 0, key="fm_channel")
     reduction = f"channel:{int(channel)}"
-color_scale = c3.radio("Colour scale", list(COLOR_SCALES), key="fm_scale",
-                       help="per_level: one range per level shared by every stage shown (compare a level across "
-                            "blocks); global: one range for everything; per_map: each map its own range (shapes "
-                            "only, magnitudes no longer compare).")
+_SCALE_LABELS = {"per_map": "each map its own", "per_stage": "one per row", "per_level": "shared across rows, per level",
+                 "global": "shared by all maps"}
+color_scale = c3.radio("Colour scale", list(COLOR_SCALES), format_func=_SCALE_LABELS.get, key="fm_scale",
+                       help="; ".join(f"{_SCALE_LABELS[k]}: {COLOR_SCALE_TEXT[k]}" for k in COLOR_SCALES) + ".")
 opacity = c4.slider("Opacity", 0.0, 1.0, 0.6, 0.05, key="fm_opacity")
 if not rows:
     st.info("Choose at least one stage.")
 else:
     reduced = reduce_stages(stages, reduction, color_scale, which=rows)
     show_feature_grid(stages, reduced, rows, opacity)
-    if reduction != "pca" and color_scale != "per_map":
-        ranges = ", ".join(f"{level_name(l)} [{reduced.ranges[(rows[0], l)][0]:.3g}, {reduced.ranges[(rows[0], l)][1]:.3g}]"
-                           for l in range(reduced.num_levels))
-        st.caption(f"Colour range ({color_scale.replace('_', ' ')}): {ranges}; colormap inferno (dark = low).")
+    scale_text = color_scale_note(color_scale)
+    if reduction == "pca":
+        st.caption(f"{scale_text[0].upper() + scale_text[1:]}. PCA: mid-grey = 0, each component divided by its "
+                   "largest |projection| over the maps of one range.")
+    else:
+        def _span(stage: str, level: int) -> str:
+            lo, hi = reduced.ranges[(stage, level)]
+            return f"[{lo:.3g}, {hi:.3g}]"
+
+        if color_scale == "per_level":
+            spans = "; ".join(f"{level_name(l)} {_span(rows[0], l)}" for l in range(reduced.num_levels))
+        elif color_scale == "global":
+            spans = _span(rows[0], 0)
+        else:  # per row, or per map: one line per row
+            spans = "; ".join(f"{s}: " + (_span(s, 0) if color_scale == "per_stage" else
+                                         ", ".join(_span(s, l) for l in range(reduced.num_levels))) for s in rows)
+        st.caption(f"{scale_text[0].upper() + scale_text[1:]}. Ranges of {reduction}: {spans}. Colormap inferno "
+                   "(dark = low). Each cell of a level covers stride × stride input pixels, drawn where it lies.")
 
     d1, d2 = st.columns([1, 3])
     with d1:
@@ -63,7 +79,8 @@ else:
                          "feature_maps_fig4", pdf=True, key="fm_dl")
     with d2:
         csv_download(lambda: reduced_maps_table(reduced, rows), "feature_maps", key="fm_dl",
-                     notes=[f"{image.name}; reduction {reduction}; cells of each level's map (y, x)", LEVEL_NOTE])
+                     notes=[f"{image.name}; reduction {reduction}; cells of each level's map (y, x); raw reduced "
+                            f"values; the figure's {color_scale_note(color_scale)}", LEVEL_NOTE])
 
 # ------------------------------------------------------------------------------------------------
 st.subheader("Scale weights of this image")

@@ -7,6 +7,10 @@ import pytest
 import torch
 
 from analysis.feature_maps import (
+    COLOR_SCALE_TEXT,
+    COLOR_SCALES,
+    cell_centre_pixel,
+    color_scale_note,
     feature_stages,
     overlay,
     paper_stages,
@@ -14,6 +18,8 @@ from analysis.feature_maps import (
     plotly_feature_grid,
     reduce_feature,
     reduce_stages,
+    stage_overlay,
+    with_geometry,
 )
 from analysis.sources import dataset_images
 from dyhead.preprocess import load_image
@@ -105,3 +111,76 @@ def test_figures(stages):
     assert len(fig.axes) == 2 * 5
     pfig = plotly_feature_grid(stages, "max", color_scale="global")
     assert len(pfig.data) == 2 * 5
+
+
+def test_default_colour_scale_normalises_each_map(stages):
+    """Under the default scale a block row is not dark because the FPN row is larger: every map spans
+    its own [0, 1]; "per_stage" shares one range along a row only."""
+    rows = paper_stages(stages.num_blocks)
+    default = reduce_stages(stages, "mean_abs", which=rows)
+    assert default.color_scale == "per_map" == COLOR_SCALES[0]
+    for s in rows:
+        for level in range(4):
+            n = default.normalized(s, level)
+            assert n.min() == 0.0 and n.max() == 1.0
+    per_stage = reduce_stages(stages, "mean_abs", "per_stage", which=rows)
+    for s in rows:
+        lo = min(float(per_stage.maps[s][l].min()) for l in range(5))
+        hi = max(float(per_stage.maps[s][l].max()) for l in range(5))
+        assert {per_stage.ranges[(s, l)] for l in range(5)} == {(lo, hi)}
+    assert per_stage.ranges[(rows[0], 0)] != per_stage.ranges[(rows[1], 0)]
+    assert set(COLOR_SCALE_TEXT) == set(COLOR_SCALES)
+    assert "shared across rows" in color_scale_note("per_level")
+    with pytest.raises(ValueError, match="color_scale"):
+        reduce_stages(stages, "mean_abs", "per_row")
+
+
+def test_overlay_puts_a_cell_where_the_sampling_points_do():
+    """Demo sample 0's geometry: 384x381 original, 323x320 network input; P7 (stride 128) keeps 3x3
+    cells that cover 384x384 input pixels, more than the image. A single lit cell must be brightest
+    where `cell_centre_pixel` (the sampling-point view's formula) puts its centre."""
+    from app.drawing import sampling_points
+
+    image = np.zeros((384, 381, 3), np.uint8)
+    resized, stride = (323, 320), 128
+    scale_yx = (384 / 323, 381 / 320)
+    for i, j in ((0, 0), (1, 1), (2, 1)):
+        norm = np.zeros((3, 3, 3))
+        norm[i, j] = 1.0  # RGB maps are taken as colours: a white cell
+        out = overlay(image, norm, opacity=1.0, stride=stride, resized_size=resized).sum(-1)
+        centre_y = cell_centre_pixel(i, stride, scale_yx[0])
+        centre_x = cell_centre_pixel(j, stride, scale_yx[1])
+        assert centre_y < 384 and centre_x < 381  # even the last cells' centres (380.4) are in the image
+        # brightest at the centre pixel (bilinear between centres; flat towards the image border)
+        assert out[int(centre_y), int(centre_x)] >= out.max() - 6
+        if (i, j) == (1, 1):  # an inner cell peaks at its centre only
+            row_peak, col_peak = np.unravel_index(np.argmax(out), out.shape)
+            assert abs(row_peak + 0.5 - centre_y) <= 1.0 and abs(col_peak + 0.5 - centre_x) <= 1.0
+            stretched = overlay(image, norm, opacity=1.0).sum(-1)
+            assert stretched[int(centre_y), int(centre_x)] < 0.8 * stretched.max()  # 36 px off there
+        pts = sampling_points(np.zeros((18, 3, 3)), np.ones((9, 3, 3)), i, j, stride, scale_yx)
+        centre_tap = pts[pts.tap == 4].iloc[0]
+        assert centre_tap.grid_y == pytest.approx(centre_y) and centre_tap.grid_x == pytest.approx(centre_x)
+    # cell 0 reaches down to 128 * 384 / 323 = 152 original rows (stretched it would end at 128)
+    norm = np.zeros((3, 3))
+    norm[0, :] = 1.0
+    col = overlay(image, norm[..., None].repeat(3, -1), opacity=1.0, stride=stride, resized_size=resized)[:, 0, 0]
+    assert col[int(cell_centre_pixel(0, stride, scale_yx[0]))] >= 254  # its centre, 76 rows down
+    # row 140 lies at input row 140.5 * 323 / 384 = 118.2, 0.42 cells past cell 0's centre (64)
+    assert abs(int(col[140]) - 255 * (1 - (140.5 * 323 / 384 / 128 - 0.5))) <= 1.0  # 147; stretched: 102
+    stretched = overlay(image, norm[..., None].repeat(3, -1), opacity=1.0)[:, 0, 0]
+    assert abs(int(stretched[140]) - 102) <= 1  # stretched, cell 0 would end at row 128, not 152
+
+
+def test_grid_cells_are_placed_with_the_model_geometry(tiny_model, stages):
+    placed = with_geometry(stages, model=tiny_model)
+    (rh, rw), = tiny_model.preprocess([stages.image])[1]
+    assert placed.resized_size == (rh, rw) and placed.strides == tuple(tiny_model.config.strides)
+    reduced = reduce_stages(placed, "mean_abs", which=["block 2"])
+    level = 4
+    got = stage_overlay(placed, reduced, "block 2", level, opacity=1.0)
+    expected = overlay(stages.image, reduced.normalized("block 2", level), 1.0,
+                       stride=placed.strides[level], resized_size=(rh, rw))
+    np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="resized_size"):
+        with_geometry(stages)
