@@ -7,13 +7,21 @@ time (`AttentionSwitches`, neutral values: scale weights 1, zero offsets with ma
 in all 8 combinations and one attention in one block at a time. These knock-outs measure how much the
 trained model relies on each attention; they are not retrained ablations and need not match Table 1.
 
+Settings are evaluated in `ablation_settings` order: all attentions on first (the reference), then the
+other seven global combinations, then the one-block knock-outs, so that the most telling rows come first.
+With `csv_path`, `ablation_table` appends each row to the CSV as soon as it is computed; a run started
+again with the same notes skips the rows already there (an interrupted run loses at most the setting it
+was on), and a global-only file is extended by a later run with the one-block rows.
+
 AP numbers come from `dyhead.evaluate.evaluate_detector` (pycocotools COCOeval), in percent; NaN where
 the dataset has no object of that size range (COCOeval's -1).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -22,15 +30,21 @@ import pandas as pd
 from dyhead.config import AttentionSwitches, knock_out
 
 from .detection_diff import diff_summary, match_detections, plot_detection_pair
-from .sources import dataset_root
+from .sources import dataset_images, dataset_root
+from .tables import read_table
 
 __all__ = [
     "KNOCKOUT_NOTE",
     "METRIC_COLUMNS",
+    "ABLATION_COLUMNS",
+    "AblationCSVError",
     "AblationSetting",
     "table1_settings",
+    "global_settings",
     "knockout_settings",
+    "ablation_settings",
     "ablation_table",
+    "read_ablation_csv",
     "detection_changes",
     "plot_ablation",
     "plotly_ablation",
@@ -42,6 +56,8 @@ KNOCKOUT_NOTE = (
     "not retrained ablations as in the paper's Table 1"
 )
 METRIC_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+#: The columns of `ablation_table`'s DataFrame and CSV, in order.
+ABLATION_COLUMNS = ("setting", "kind", "L", "S", "C", "block", "attention", *METRIC_COLUMNS, "images", "delta_AP")
 CHECK, CROSS = "\u2713", "\u2717"
 
 #: The paper's Table 1 row order as (L = scale, S = spatial, C = task).
@@ -55,6 +71,22 @@ TABLE1_ORDER: tuple[tuple[bool, bool, bool], ...] = (
     (True, True, False),
     (True, True, True),
 )
+#: The order in which the global combinations are evaluated: the all-on reference first, then one
+#: attention off, two off, all three off.
+GLOBAL_ORDER: tuple[tuple[bool, bool, bool], ...] = (
+    (True, True, True),
+    (False, True, True),
+    (True, False, True),
+    (True, True, False),
+    (False, False, True),
+    (False, True, False),
+    (True, False, False),
+    (False, False, False),
+)
+
+
+class AblationCSVError(ValueError):
+    """An ablation CSV that cannot be resumed: written for other settings, or with other rows."""
 
 
 @dataclass(frozen=True)
@@ -71,12 +103,18 @@ class AblationSetting:
 
 def table1_settings() -> list[AblationSetting]:
     """The 8 on/off combinations in every block, in the paper's Table 1 order."""
-    out = []
-    for scale, spatial, task in TABLE1_ORDER:
-        sw = AttentionSwitches(scale=scale, spatial=spatial, task=task)
-        name = "L S C: " + " ".join(CHECK if v else CROSS for v in (scale, spatial, task))
-        out.append(AblationSetting(name, "all blocks", sw, scale, spatial, task))
-    return out
+    return [_global_setting(*flags) for flags in TABLE1_ORDER]
+
+
+def global_settings() -> list[AblationSetting]:
+    """The same 8 combinations in evaluation order (`GLOBAL_ORDER`: all on first)."""
+    return [_global_setting(*flags) for flags in GLOBAL_ORDER]
+
+
+def _global_setting(scale: bool, spatial: bool, task: bool) -> AblationSetting:
+    sw = AttentionSwitches(scale=scale, spatial=spatial, task=task)
+    name = "L S C: " + " ".join(CHECK if v else CROSS for v in (scale, spatial, task))
+    return AblationSetting(name, "all blocks", sw, scale, spatial, task)
 
 
 def knockout_settings(num_blocks: int) -> list[AblationSetting]:
@@ -91,39 +129,149 @@ def knockout_settings(num_blocks: int) -> list[AblationSetting]:
     return out
 
 
+def ablation_settings(num_blocks: int, one_block: bool = True) -> list[AblationSetting]:
+    """Evaluation order: the 8 global combinations (`global_settings`), then, with `one_block`,
+    every one-block knock-out (block 1 scale, spatial, task, block 2 ...)."""
+    return global_settings() + (knockout_settings(num_blocks) if one_block else [])
+
+
 def ablation_table(model, data_root, split: str = "val", max_images: Optional[int] = None,
                    one_block: bool = True, batch_size: int = 1,
                    progress: Optional[Callable[[int, int], None]] = None, show_progress: bool = False,
-                   settings: Optional[Sequence[AblationSetting]] = None) -> pd.DataFrame:
-    """COCO AP (percent) of `model` on a split for each setting: the 8 Table 1 combinations, then
-    (with `one_block`) every one-block knock-out. Columns: setting, kind, L, S, C (check marks),
-    block, attention, AP..APl, delta_AP (vs all on), images. `df.attrs["note"]` = `KNOCKOUT_NOTE`.
+                   settings: Optional[Sequence[AblationSetting]] = None,
+                   csv_path: Optional[str | Path] = None, notes: Sequence[str] = (),
+                   on_row: Optional[Callable[[dict, float], None]] = None) -> pd.DataFrame:
+    """COCO AP (percent) of `model` on a split for each setting, in `ablation_settings` order: the 8
+    global combinations (all on first), then (with `one_block`) every one-block knock-out.
+    Columns `ABLATION_COLUMNS`: setting, kind, L, S, C (check marks), block, attention, AP..APl,
+    images, delta_AP (vs all on). `df.attrs["note"]` = `KNOCKOUT_NOTE`.
     batch_size 1 (default) runs each image alone, as the official test path does: batched images are
     padded to a common size, which changes what the attentions pool over.
-    progress(done, total) is called after each setting."""
+
+    csv_path: append each row to this CSV as soon as it is computed, under `notes` ('# ' lines). An
+    existing file is resumed: its notes must equal `notes` and its rows must be the first rows of the
+    full order (every setting, one-block ones included), else `AblationCSVError`; those rows are not
+    computed again, and the DataFrame returned holds every row of the file.
+    progress(done, total) is called after each setting (resumed ones count as done); on_row(row,
+    seconds) after each setting computed now; show_progress: one progress bar over all images."""
     from dyhead.evaluate import evaluate_detector
+    from dyhead.progress import progress_bar
 
     data_root = dataset_root(data_root, split)
+    num_blocks = model.config.tower.num_blocks
+    order = list(settings) if settings is not None else ablation_settings(num_blocks, True)
     if settings is None:
-        settings = table1_settings() + (knockout_settings(model.config.tower.num_blocks) if one_block else [])
-    rows = []
-    for i, s in enumerate(settings):
-        result = evaluate_detector(model, data_root, split, switches=s.switches, max_images=max_images,
-                                   batch_size=batch_size, progress=show_progress)
-        rows.append({
-            "setting": s.name, "kind": s.kind,
-            "L": CHECK if s.scale else CROSS, "S": CHECK if s.spatial else CROSS, "C": CHECK if s.task else CROSS,
-            "block": s.block if s.block is not None else "all", "attention": s.attention or "",
-            **{m: _percent(result[m]) for m in METRIC_COLUMNS},
-            "images": int(result["num_images"]),
-        })
-        if progress is not None:
-            progress(i + 1, len(settings))
-    df = pd.DataFrame(rows)
-    full = df[(df.kind == "all blocks") & (df.L == CHECK) & (df.S == CHECK) & (df.C == CHECK)]
-    df["delta_AP"] = df["AP"] - (float(full["AP"].iloc[0]) if len(full) else np.nan)
+        settings = ablation_settings(num_blocks, one_block)
+    rows: list[dict] = []
+    if csv_path is not None:
+        csv_path = Path(csv_path)
+        rows = _resume_rows(csv_path, list(notes), [s.name for s in order])
+    todo = list(settings)[len(rows):]
+    reference = _all_on_ap(rows)
+    total = max(len(settings), len(rows))
+    if progress is not None and rows:
+        progress(min(len(rows), total), total)
+    bar = None
+    if show_progress and todo:
+        images = len(dataset_images(data_root, split, max_images))
+        bar = progress_bar(len(todo) * images, desc="ablation", unit="img")
+    try:
+        for s in todo:
+            start = time.perf_counter()
+            result = evaluate_detector(model, data_root, split, switches=s.switches, max_images=max_images,
+                                       batch_size=batch_size, progress=False, bar=bar)
+            row = {
+                "setting": s.name, "kind": s.kind,
+                "L": CHECK if s.scale else CROSS, "S": CHECK if s.spatial else CROSS, "C": CHECK if s.task else CROSS,
+                "block": s.block if s.block is not None else "all", "attention": s.attention or "",
+                **{m: _percent(result[m]) for m in METRIC_COLUMNS},
+                "images": int(result["num_images"]),
+            }
+            if _is_all_on(row):
+                reference = row["AP"]
+            row["delta_AP"] = row["AP"] - reference
+            rows.append(row)
+            if csv_path is not None:
+                _append_row(csv_path, row, list(notes))
+            if on_row is not None:
+                on_row(row, time.perf_counter() - start)
+            if progress is not None:
+                progress(len(rows), total)
+    finally:
+        if bar is not None:
+            bar.close()
+    if csv_path is not None:
+        return read_ablation_csv(csv_path)
+    df = pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
+    _set_delta(df)
     df.attrs["note"] = KNOCKOUT_NOTE
     return df
+
+
+def read_ablation_csv(path: str | Path) -> pd.DataFrame:
+    """An ablation CSV written by `ablation_table(csv_path=...)` as its DataFrame (block as "all" or an
+    int, attention "" for the global rows); the '# ' lines go to `df.attrs["notes"]`."""
+    df = read_table(path)
+    df["block"] = [b if str(b) == "all" else int(b) for b in df["block"]]
+    df["attention"] = ["" if pd.isna(a) else str(a) for a in df["attention"]]
+    df["images"] = df["images"].astype(int)
+    _set_delta(df)
+    df.attrs["note"] = KNOCKOUT_NOTE
+    return df
+
+
+def _is_all_on(row) -> bool:
+    return row["kind"] == "all blocks" and row["L"] == row["S"] == row["C"] == CHECK
+
+
+def _all_on_ap(rows: Sequence[dict]) -> float:
+    return next((float(r["AP"]) for r in rows if _is_all_on(r)), float("nan"))
+
+
+def _set_delta(df: pd.DataFrame) -> None:
+    df["delta_AP"] = df["AP"] - _all_on_ap(df.to_dict("records"))
+
+
+def _resume_rows(path: Path, notes: list[str], order: list[str]) -> list[dict]:
+    """The rows of an earlier run in `path` (none when it does not exist), checked against this
+    run's notes and setting order. A last line cut off by an interruption is removed."""
+    if not path.is_file():
+        return []
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        path.write_text(text, encoding="utf-8")
+    if not text:
+        path.unlink()
+        return []
+    df = read_table(path)
+    found = df.attrs["notes"]
+    if found != notes:
+        diff = next(((a, b) for a, b in zip(found + [""] * len(notes), notes + [""] * len(found)) if a != b))
+        raise AblationCSVError(
+            f"{path} was written for other settings (it says {diff[0]!r} where this run says {diff[1]!r}); "
+            "use another output folder or remove the file")
+    if tuple(df.columns) != ABLATION_COLUMNS:
+        raise AblationCSVError(f"{path} has columns {list(df.columns)}, not {list(ABLATION_COLUMNS)}; "
+                               "use another output folder or remove the file")
+    names = list(df["setting"])
+    if names != order[: len(names)]:
+        raise AblationCSVError(f"{path} holds settings {names[:3]}... that are not the first rows of this "
+                               f"run ({order[:3]}...); use another output folder or remove the file")
+    return read_ablation_csv(path).to_dict("records")
+
+
+def _append_row(path: Path, row: dict, notes: list[str]) -> None:
+    """One row at the end of the CSV (notes and header first when the file is new), flushed at once."""
+    new = not path.is_file()
+    if new:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    line = pd.DataFrame([row], columns=list(ABLATION_COLUMNS)).to_csv(index=False, header=new, lineterminator="\n")
+    with path.open("a", encoding="utf-8", newline="") as f:
+        if new:
+            f.writelines(f"# {note}\n" for note in notes)
+        f.write(line)
+        f.flush()
 
 
 def _percent(value: float) -> float:
@@ -160,12 +308,18 @@ def plot_detection_changes(image: np.ndarray, diffs: dict, class_names=None):
     return {name: plot_detection_pair(image, d, "all attentions on", name, class_names) for name, d in diffs.items()}
 
 
+def _table1_order(t1: pd.DataFrame) -> pd.DataFrame:
+    """The global rows in the paper's Table 1 order, whatever order they were computed in."""
+    rank = {tuple(CHECK if v else CROSS for v in flags): i for i, flags in enumerate(TABLE1_ORDER)}
+    return t1.iloc[sorted(range(len(t1)), key=lambda i: rank[(t1.L.iloc[i], t1.S.iloc[i], t1.C.iloc[i])])]
+
+
 def plot_ablation(df: pd.DataFrame):
     """Left: AP of the 8 on/off combinations (Table 1 order); right: AP change of each one-block
     knock-out (blocks x attention)."""
     import matplotlib.pyplot as plt
 
-    t1 = df[df.kind == "all blocks"]
+    t1 = _table1_order(df[df.kind == "all blocks"])
     ko = df[df.kind == "one block"]
     fig, axes = plt.subplots(1, 2 if len(ko) else 1, figsize=(11 if len(ko) else 6, 3.8), squeeze=False)
     ax = axes[0, 0]
@@ -206,7 +360,7 @@ def plot_ablation(df: pd.DataFrame):
 def plotly_ablation(df: pd.DataFrame):
     import plotly.graph_objects as go
 
-    t1 = df[df.kind == "all blocks"]
+    t1 = _table1_order(df[df.kind == "all blocks"])
     fig = go.Figure(go.Bar(x=[f"L{r.L} S{r.S} C{r.C}" for r in t1.itertuples()], y=t1["AP"],
                            text=[f"{v:.1f}" for v in t1["AP"]], textposition="outside"))
     fig.update_layout(title="AP with attentions switched off at inference (one trained model)",

@@ -7,7 +7,7 @@ Each writes CSV tables, a PNG (and a PDF for the paper figures) and prints what 
 
     python -m analysis scale-ratios  --out runs/analysis            # Fig. 3
     python -m analysis feature-maps  --out runs/analysis --image x.jpg --reduction pca   # Fig. 4
-    python -m analysis ablation      --out runs/analysis --max-images 100               # Table 1 analogue
+    python -m analysis ablation      --out runs/analysis --per-block                    # Table 1 analogue
     python -m analysis efficiency    --out runs/analysis --no-latency                   # Table 2
     python -m analysis coarser-modes --out runs/analysis
 
@@ -159,14 +159,45 @@ def cmd_feature_maps(args, report: _Report) -> None:
 
 
 def cmd_ablation(args, report: _Report) -> None:
-    from .ablation import KNOCKOUT_NOTE, ablation_table, detection_changes, plot_ablation, plot_detection_changes
+    from dyhead.progress import progress_write
+
+    from .ablation import (
+        KNOCKOUT_NOTE,
+        ablation_settings,
+        ablation_table,
+        detection_changes,
+        plot_ablation,
+        plot_detection_changes,
+    )
+    from .sources import DEFAULT_CHECKPOINT, dataset_images, resolve_dataset
 
     model = _model(args)
     print("note: " + KNOCKOUT_NOTE)
-    df = ablation_table(model, args.data, args.split, max_images=args.max_images, one_block=not args.no_one_block,
-                        batch_size=args.batch_size, show_progress=not args.quiet)
-    report.wrote(write_table(df, args.out / "ablation.csv", [KNOCKOUT_NOTE, "AP in percent (COCOeval)"]),
-                 "AP per on/off setting")
+    csv = args.out / "ablation.csv"
+    settings = ablation_settings(model.config.tower.num_blocks, args.per_block)
+    images = len(dataset_images(args.data, args.split, args.max_images))
+    checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
+    annotations = resolve_dataset(args.data, args.split).annotation_file
+    notes = [KNOCKOUT_NOTE, "AP in percent (COCOeval)",
+             f"model {checkpoint.name} (sha256 {_sha256(checkpoint)[:16]}) on {next(model.parameters()).device}",
+             f"data {annotations.name} (sha256 {_sha256(annotations)[:16]}), split {args.split}, {images} images",
+             f"batch size {args.batch_size} (1 = each image alone, as the official test path; larger batches pad "
+             "images to a common size, which changes what the attentions pool over)"]
+    print(f"{len(settings)} settings x {images} images"
+          + ("" if args.per_block else " (the 8 global ones; --per-block adds one attention off in one block)")
+          + f"; each row is appended to {csv} when it is done, and a rerun continues from there")
+    if csv.is_file():
+        print(f"{csv} exists: its rows are kept (if it was written with the same model, data and batch size) "
+              "and only the missing settings are computed")
+
+    def row_done(row: dict, seconds: float) -> None:
+        progress_write(f"  {row['setting']:<26} AP {row['AP']:5.1f}  ({row['delta_AP']:+.1f} vs all on)  "
+                       f"{seconds:.0f} s")
+
+    df = ablation_table(model, args.data, args.split, max_images=args.max_images, one_block=args.per_block,
+                        batch_size=args.batch_size, show_progress=not args.quiet, csv_path=csv, notes=notes,
+                        on_row=row_done)
+    report.wrote(csv, f"AP per on/off setting, {len(df)} rows")
     _save_figure(plot_ablation(df), args.out, "ablation", report, "Table 1 analogue")
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(df[df.kind == "all blocks"][["L", "S", "C", "AP", "AP50", "AP75", "APs", "APm", "APl"]]
@@ -220,6 +251,16 @@ def cmd_coarser_modes(args, report: _Report) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _device_or_none(device: str) -> Optional[str]:
     if device == "auto":
         return None
@@ -260,7 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="COCO-format root (default: the demo data under data/demo, generated if missing)")
             p.add_argument("--split", default="val", help="split name: val, val2017, ... (default val)")
             p.add_argument("--max-images", type=int, default=None, help="use the first N images (by image id)")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+        p.add_argument("--quiet", action="store_true",
+                       help="no progress output (otherwise a bar on a terminal, a line every 5%% in a log)")
 
     p = sub.add_parser("scale-ratios", help="learned scale ratios per level (paper Fig. 3)")
     common(p)
@@ -284,7 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ablation", help="attentions switched off at inference: COCO AP (Table 1 analogue)")
     common(p)
-    p.add_argument("--no-one-block", action="store_true", help="skip the one-attention-in-one-block knock-outs")
+    p.add_argument("--per-block", action="store_true",
+                   help="also each attention off in one block (3 x blocks more settings; without it only the 8 "
+                        "global combinations). Rows already in OUT/ablation.csv are kept, so this extends an "
+                        "earlier global-only run")
+    p.add_argument("--no-one-block", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (1 = the official test path)")
     p.add_argument("--image", default=None, help="image for the detection comparison (default: a bundled sample, or the first image of --data)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="detections compared from this score up")
@@ -315,6 +362,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .sources import SourceError
 
     args = build_parser().parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     report = _Report(args.out)
     print(f"{args.command}: writing to {args.out}")

@@ -362,9 +362,9 @@ def scale_weights_for_images(model, images: Sequence[np.ndarray], names: Optiona
 def _progress_bar(total: int, initial: int, enabled: bool, desc: str):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from dyhead.progress import progress_bar
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="img", file=sys.stderr)
+    return progress_bar(total, initial=initial, desc=desc, unit="img")
 
 
 @torch.inference_mode()

@@ -83,16 +83,17 @@ def coco_evaluate(coco_gt, results: list[dict], image_ids: list[int]) -> dict:
 
 def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesArg = None,
                       max_images: Optional[int] = None, batch_size: int = 4, progress: bool = True,
-                      results_path: Optional[str | Path] = None) -> dict:
+                      results_path: Optional[str | Path] = None, bar=None) -> dict:
     """Run `model.predict` over a COCO split and evaluate with COCOeval.
 
     Images are taken in increasing image-id order (the first `max_images` when given). Unreadable
     images are skipped, listed under "skipped" and left out of the evaluated image ids.
     Returns {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_class", "num_images", "num_detections",
     "skipped", "split", "data_root", "switches", "seconds"}; with `results_path` the raw COCO-format
-    detections are written there as JSON.
+    detections are written there as JSON. `bar`: an open `dyhead.progress` bar to advance by one per
+    image instead of opening one (a caller evaluating several settings shows one bar for all).
     """
-    from tqdm import tqdm
+    from .progress import progress_bar
 
     paths = resolve_split(data_root, split)
     coco_gt = load_coco(paths.annotation_file)
@@ -113,7 +114,9 @@ def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesAr
     evaluated: list[int] = []
     skipped: list[tuple[str, str]] = []
     start = time.perf_counter()
-    bar = tqdm(total=len(image_ids), disable=not progress, desc=f"eval {paths.split}", unit="img", file=sys.stderr)
+    own_bar = bar is None
+    if own_bar:
+        bar = progress_bar(len(image_ids), desc=f"eval {paths.split}", unit="img", enabled=progress)
     try:
         for i in range(0, len(image_ids), batch_size):
             chunk_ids, images = [], []
@@ -131,7 +134,8 @@ def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesAr
                 evaluated.extend(chunk_ids)
             bar.update(len(image_ids[i:i + batch_size]))
     finally:
-        bar.close()
+        if own_bar:
+            bar.close()
         model.train(was_training)
     if not evaluated:
         raise DatasetError(f"no readable image in {paths.image_dir} to evaluate ({len(skipped)} skipped)")

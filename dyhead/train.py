@@ -409,11 +409,11 @@ class Trainer:
 
     def train(self, stop_at: Optional[int] = None) -> list[dict]:
         """Train until the schedule ends (or `stop_at` iterations, for tests); returns logged records."""
-        from tqdm import tqdm
+        from .progress import progress_bar
 
         total = None if self.time_budget_s else self.preset.max_iter
-        bar = tqdm(total=total, initial=self.state.iteration, disable=not self.progress, dynamic_ncols=True,
-                   desc="train", unit="it", file=sys.stderr)
+        bar = progress_bar(total, initial=self.state.iteration, enabled=self.progress,
+                           desc="train", unit="it")
         running: dict[str, float] = {}
         while not self.finished() and (stop_at is None or self.state.iteration < stop_at):
             start = time.perf_counter()
@@ -424,7 +424,7 @@ class Trainer:
                 running[k] = v if k not in running else 0.9 * running[k] + 0.1 * v
             it = self.state.iteration
             if self.time_budget_s and self.state.elapsed > 0:
-                # Estimated total iterations, so that tqdm's ETA follows the time budget.
+                # Estimated total iterations, so that the progress ETA follows the time budget.
                 bar.total = max(it, int(it / max(self.progress_fraction(), 1e-9)))
             bar.update(1)
             bar.set_postfix(loss=f"{running['loss']:.3f}", lr=f"{record['lr']:.2e}")

@@ -9,10 +9,12 @@ import torch
 
 from analysis.ablation import (
     KNOCKOUT_NOTE,
+    AblationCSVError,
     ablation_table,
     detection_changes,
     knockout_settings,
     plot_ablation,
+    read_ablation_csv,
     table1_settings,
 )
 from analysis.detection_diff import match_detections
@@ -104,3 +106,81 @@ def test_plotly_pair_draws_every_box():
     fig = plotly_detection_pair(np.zeros((50, 50, 3), np.uint8), diff, "on", "off", ["a", "b"])
     assert len(fig.data) == 2 + 2 + 1  # two images, three boxes
     assert [d.line.color for d in fig.data if d.type == "scatter"] == ["#00e000", "#ff00ff", "#00e000"]
+
+
+NOTES = ["knock-outs", "model tiny, data tiny, batch size 1"]
+
+
+def test_ablation_order_puts_the_reference_and_global_rows_first(tiny_model, tiny_data, tmp_path):
+    rows = []
+    df = ablation_table(tiny_model, tiny_data, max_images=3, csv_path=tmp_path / "a.csv", notes=NOTES,
+                        on_row=lambda row, seconds: rows.append(row["setting"]))
+    assert rows == list(df.setting) and len(rows) == 8 + 2 * 3
+    assert rows[:4] == ["L S C: \u2713 \u2713 \u2713", "L S C: \u2717 \u2713 \u2713", "L S C: \u2713 \u2717 \u2713",
+                        "L S C: \u2713 \u2713 \u2717"]
+    assert list(df.kind) == ["all blocks"] * 8 + ["one block"] * 6
+    assert read_ablation_csv(tmp_path / "a.csv").attrs["notes"] == NOTES
+    # The same values as without a CSV (in memory), setting by setting.
+    memory = ablation_table(tiny_model, tiny_data, max_images=3).set_index("setting")
+    for row in df.itertuples():
+        assert row.AP == memory.loc[row.setting, "AP"] or math.isnan(row.AP) and math.isnan(memory.loc[row.setting, "AP"])
+        assert row.images == 3 and row.block == memory.loc[row.setting, "block"]
+    assert df.delta_AP.iloc[0] == 0.0
+    assert df.delta_AP.iloc[5] == pytest.approx(df.AP.iloc[5] - df.AP.iloc[0])
+
+
+def test_ablation_interrupted_and_run_again_gives_the_uninterrupted_csv(tiny_model, tiny_data, tmp_path, monkeypatch):
+    import dyhead.evaluate
+
+    whole = tmp_path / "whole" / "ablation.csv"
+    ablation_table(tiny_model, tiny_data, max_images=3, csv_path=whole, notes=NOTES)
+
+    part = tmp_path / "part" / "ablation.csv"
+
+    def stop_after_three(done, total):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ablation_table(tiny_model, tiny_data, max_images=3, csv_path=part, notes=NOTES, progress=stop_after_three)
+    assert len(read_ablation_csv(part)) == 3
+    with part.open("a") as f:  # a row cut off in the middle of writing
+        f.write("L S C: \u2717 \u2717 \u2713,all blocks,\u2717,\u2717,\u2713,all,,12.5")
+
+    calls = []
+    real = dyhead.evaluate.evaluate_detector
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["switches"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dyhead.evaluate, "evaluate_detector", counting)
+    df = ablation_table(tiny_model, tiny_data, max_images=3, csv_path=part, notes=NOTES)
+    assert len(calls) == 14 - 3  # only the missing settings were computed
+    assert part.read_bytes() == whole.read_bytes()
+    assert len(df) == 14 and df.equals(read_ablation_csv(whole))
+
+
+def test_ablation_global_run_is_extended_by_the_per_block_rows(tiny_model, tiny_data, tmp_path):
+    whole = tmp_path / "whole.csv"
+    ablation_table(tiny_model, tiny_data, max_images=2, csv_path=whole, notes=NOTES)
+    csv = tmp_path / "grown.csv"
+    assert len(ablation_table(tiny_model, tiny_data, max_images=2, one_block=False, csv_path=csv, notes=NOTES)) == 8
+    assert len(ablation_table(tiny_model, tiny_data, max_images=2, one_block=True, csv_path=csv, notes=NOTES)) == 14
+    assert csv.read_bytes() == whole.read_bytes()
+    # A global-only rerun of a complete file computes nothing and returns every row.
+    assert len(ablation_table(tiny_model, tiny_data, max_images=2, one_block=False, csv_path=csv, notes=NOTES)) == 14
+
+
+def test_ablation_refuses_a_csv_of_other_settings(tiny_model, tiny_data, tmp_path):
+    csv = tmp_path / "ablation.csv"
+    ablation_table(tiny_model, tiny_data, max_images=1, one_block=False, csv_path=csv, notes=NOTES)
+    before = csv.read_bytes()
+    with pytest.raises(AblationCSVError, match="written for other settings.*batch size 4"):
+        ablation_table(tiny_model, tiny_data, max_images=1, csv_path=csv,
+                       notes=["knock-outs", "model tiny, data tiny, batch size 4"])
+    renamed = before.decode().replace("L S C: \u2717 \u2713 \u2713", "L S C: something else")
+    csv.write_text(renamed)
+    with pytest.raises(AblationCSVError, match="not the first rows"):
+        ablation_table(tiny_model, tiny_data, max_images=1, csv_path=csv, notes=NOTES)
+    assert csv.read_text() == renamed  # refused files are left as they were

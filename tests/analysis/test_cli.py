@@ -54,6 +54,27 @@ def test_image_commands(tiny_checkpoint, tiny_data, tmp_path, capsys):
     assert (tmp_path / "detections_task_off.png").is_file()
 
 
+def test_a_long_command_into_a_pipe_has_a_few_dozen_progress_lines(tiny_checkpoint, tiny_data, tmp_path):
+    """`python -m analysis ablation` with every one-block knock-out (14 settings x 5 images, each
+    image a progress update) and `python -m dyhead.evaluate`, stderr to a pipe."""
+    cmd = [sys.executable, "-m", "analysis", "ablation", "--checkpoint", str(tiny_checkpoint), "--data",
+           str(tiny_data), "--out", str(tmp_path), "--per-block", "--threads", "1"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert run.returncode == 0, run.stderr
+    assert "\r" not in run.stderr and "\r" not in run.stdout
+    progress = [line for line in run.stderr.splitlines() if line.startswith("ablation: ")]
+    assert 20 <= len(progress) <= 21, run.stderr
+    assert progress[-1].startswith("ablation: 70/70 img (100%)")
+    rows = [line for line in run.stdout.splitlines() if " AP " in line and "vs all on" in line]
+    assert len(rows) == 14
+    cmd = [sys.executable, "-m", "dyhead.evaluate", "--checkpoint", str(tiny_checkpoint), "--data",
+           str(tiny_data), "--batch-size", "1", "--threads", "1"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert run.returncode == 0, run.stderr
+    progress = [line for line in run.stderr.splitlines() if line.startswith("eval val: ")]
+    assert [p.split(",")[0] for p in progress] == [f"eval val: {i}/5 img ({20 * i}%)" for i in range(1, 6)]
+
+
 def test_efficiency_command(tmp_path, capsys):
     code, out = _run(["efficiency", "--out", str(tmp_path), "--no-latency", "--blocks", "0,1"], capsys)
     assert code == 0 and "800x1344" in out
