@@ -9,34 +9,21 @@ weights are run under each, and every difference is measured against OFFICIAL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
 from dyhead.config import CoarserBranchMode
-from dyhead.detector import build_detector
+from dyhead.trace import TraceSpec
 
 from .detection_diff import DetectionDiff, diff_summary, match_detections
 from .levels import level_name
 
-__all__ = ["MODES", "CoarserComparison", "with_coarser_mode", "compare_coarser_modes", "plot_coarser_modes",
+__all__ = ["MODES", "CoarserComparison", "compare_coarser_modes", "plot_coarser_modes",
            "plotly_coarser_modes"]
 
 MODES = (CoarserBranchMode.OFFICIAL, CoarserBranchMode.CROP, CoarserBranchMode.UPSAMPLE_FIRST)
-
-
-def with_coarser_mode(model, mode) -> torch.nn.Module:
-    """A copy of `model` (same weights, device, eval mode) whose tower uses coarser-branch `mode`."""
-    mode = CoarserBranchMode(mode)
-    cfg = model.config
-    # The backbone's ImageNet file (a training-time initialisation) is not needed: the weights are copied.
-    cfg = replace(cfg, backbone=replace(cfg.backbone, weights_path=None),
-                  tower=replace(cfg.tower, coarser_branch=mode))
-    copy = build_detector(cfg)
-    copy.load_state_dict(model.state_dict())
-    return copy.to(next(model.parameters()).device).eval()
 
 
 @dataclass
@@ -56,17 +43,19 @@ class CoarserComparison:
 def compare_coarser_modes(model, image: np.ndarray, iou_threshold: float = 0.5,
                           score_threshold: float = 0.3) -> CoarserComparison:
     """Run one HxWx3 uint8 RGB image through `model`'s weights under every `CoarserBranchMode`."""
-    runs = {}
-    for mode in MODES:
-        m = model if model.config.tower.coarser_branch is mode else with_coarser_mode(model, mode)
-        dets, outputs = m.predict([image], return_trace=True)
-        runs[mode.value] = (dets[0], outputs.trace)
-        if m is not model:
-            del m
-    ref_dets, ref_trace = runs[CoarserBranchMode.OFFICIAL.value]
+    spec = TraceSpec(scale=True, outputs=True)
+
+    def run(mode):  # one pass per mode, the mode passed per call: the same loaded weights serve all three
+        result = model.infer([image], coarser_branch=mode, trace=spec)
+        return result.detections[0], result.trace
+
+    ref_dets, ref_trace = run(CoarserBranchMode.OFFICIAL)
     feat_rows, weight_rows, det_rows, diffs = [], [], [], {}
     names = model.config.class_names
-    for mode, (dets, trace) in runs.items():
+    for mode_value in (m.value for m in MODES):
+        # one mode's outputs at a time beside the official ones (full size: ~140 MB each at 256 channels)
+        dets, trace = (ref_dets, ref_trace) if mode_value == CoarserBranchMode.OFFICIAL.value else run(mode_value)
+        mode = mode_value
         for b, (block, ref_block) in enumerate(zip(trace.blocks, ref_trace.blocks)):
             for level, (lt, ref_lt) in enumerate(zip(block.levels, ref_block.levels)):
                 d = (lt.output.float() - ref_lt.output.float()).abs()

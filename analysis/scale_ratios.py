@@ -13,6 +13,13 @@ level l itself and w(l <- l+1) from the coarser (lower-resolution) level. The ra
     ratio(P7) = w(P7 <- P6) / w(P7 <- P7)          (no coarser neighbour: the level itself in its place)
 
 ratio > 1: level l leans towards the higher-resolution source; < 1: towards the lower-resolution one.
+At P3 and P7 the pair is a different one (the level's own weight against one neighbour), so their
+ratios do not compare with the inner levels' and are labelled with their own pair (`ratio_label`).
+The weights are clamped to [0.5, 1] (a ReLU before the hard sigmoid): a weight at the 0.5 floor or
+the 1.0 ceiling says only that the logit left the hard sigmoid's linear range, and a ratio of exactly
+1 often means both weights sit at the floor, not that the model weighs the two sources alike
+(`weight_saturation`, `ratio_summary`'s share_both_at_floor). The paper does not say which block its
+Figure 3 shows; every figure here names its block.
 Levels are P3..P7 (strides 8..128); the paper's figure numbers them the other way round ("level 5" =
 P3, the highest resolution). The raw weights are kept (CSV, long format) so that any other
 definition can be computed from the same pass.
@@ -24,7 +31,6 @@ rank takes images rank::world into its own shard and rank 0 merges the shards wh
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -37,9 +43,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dyhead.config import CoarserBranchMode
+from dyhead.distributed import rank_and_world
 from dyhead.preprocess import ImageLoadError, load_image
+from dyhead.trace import TraceSpec
 
-from .levels import LEVEL_NOTE, level_label, level_name, paper_level
+from .levels import LEVEL_NOTE, level_name, paper_level
 from .sources import ImageRecord, dataset_images, resolve_dataset
 from .tables import read_table
 
@@ -48,7 +57,12 @@ __all__ = [
     "WEIGHT_COLUMNS",
     "RATIO_COLUMNS",
     "ScaleRatioRun",
-    "scale_ratio",
+    "ratio_sources",
+    "ratio_label",
+    "WEIGHT_FLOOR",
+    "WEIGHT_CEILING",
+    "weight_saturation",
+    "saturation_note",
     "weights_from_trace",
     "collect_scale_weights",
     "scale_weights_for_images",
@@ -71,7 +85,11 @@ RATIO_DEFINITION = (
 
 WEIGHT_COLUMNS = ("image_id", "file_name", "block", "level", "level_name", "source_level", "source_name", "weight")
 RATIO_COLUMNS = ("image_id", "file_name", "block", "level", "level_name", "paper_level", "numerator_source",
-                 "denominator_source", "ratio")
+                 "denominator_source", "numerator_weight", "denominator_weight", "ratio")
+#: The range of the official scale weights, relu6(ReLU(x) + 3) / 6: the ReLU holds them at 0.5 or
+#: above, relu6 at 1.0 or below. A weight within `_AT_BOUND` of a bound counts as sitting there.
+WEIGHT_FLOOR, WEIGHT_CEILING = 0.5, 1.0
+_AT_BOUND = 1e-6
 _WEIGHTS_PREAMBLE = (
     "scale-attention weights w(level <- source_level) of every image, block (0-based) and output level; "
     + LEVEL_NOTE,
@@ -90,10 +108,11 @@ def ratio_sources(level: int, num_levels: int) -> tuple[int, int]:
     return finer, coarser
 
 
-def scale_ratio(weights: dict[int, float], level: int, num_levels: int) -> float:
-    """The scale ratio of one level from its weights {source level: weight} (`RATIO_DEFINITION`)."""
+def ratio_label(level: int, num_levels: int) -> str:
+    """The pair a level's ratio divides, e.g. "P4: w(P4<-P3) / w(P4<-P5)", "P3: w(P3<-P3) / w(P3<-P4)"."""
     num, den = ratio_sources(level, num_levels)
-    return float(weights[num]) / float(weights[den])
+    name = level_name(level)
+    return f"{name}: w({name}<-{level_name(num)}) / w({name}<-{level_name(den)})"
 
 
 def weights_from_trace(trace, records: Sequence[ImageRecord]) -> list[tuple]:
@@ -226,12 +245,6 @@ def model_fingerprint(model) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def _dist_rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def collect_scale_weights(
     model,
     data_root: Optional[str | Path],
@@ -244,6 +257,7 @@ def collect_scale_weights(
     progress: Optional[Callable[[int, int], None]] = None,
     show_progress: bool = True,
     merge_timeout_s: float = 3600.0,
+    coarser_branch=None,
 ) -> ScaleRatioRun:
     """Record every scale-attention weight of the model over a COCO split into `out_csv` (long
     format, `WEIGHT_COLUMNS`), resuming a run that was interrupted.
@@ -262,7 +276,7 @@ def collect_scale_weights(
     On CUDA the network runs under float16 autocast.
     """
     if rank is None or world_size is None:
-        r, w = _dist_rank_world()
+        r, w = rank_and_world()
         rank = r if rank is None else rank
         world_size = w if world_size is None else world_size
     if not 0 <= rank < world_size:
@@ -277,12 +291,12 @@ def collect_scale_weights(
     _complete_path(shard).unlink(missing_ok=True)
     run_note = "run: " + json.dumps(
         {"model": model_fingerprint(model), "annotations": str(dataset_annotation_file(data_root, split)),
-         "batch_size": batch_size}, sort_keys=True)
+         "batch_size": batch_size,
+         "coarser_branch": CoarserBranchMode(coarser_branch or model.config.tower.coarser_branch).value},
+        sort_keys=True)
     done = _resume(shard, _WEIGHTS_PREAMBLE + (run_note,), WEIGHT_COLUMNS, {r.image_id for r in records})
 
     model.eval()
-    device = next(model.parameters()).device
-    use_amp = device.type == "cuda"
     skipped: list[tuple[str, str]] = []
     computed = 0
     finished = sum(1 for r in records if r.image_id in done)
@@ -304,7 +318,7 @@ def collect_scale_weights(
                             if rec in todo:
                                 skipped.append((str(rec.path), str(exc)))
                     if loaded:
-                        trace = _trace(model, images, use_amp)
+                        trace = _trace(model, images, coarser_branch=coarser_branch)
                         keep = [rec in todo for rec in loaded]
                         rows = weights_from_trace(trace, loaded)
                         per_image = len(rows) // len(loaded)
@@ -351,10 +365,9 @@ def scale_weights_for_images(model, images: Sequence[np.ndarray], names: Optiona
     if len(names) != len(images):
         raise ValueError(f"{len(images)} images but {len(names)} names")
     model.eval()
-    use_amp = next(model.parameters()).device.type == "cuda"
     rows = []
     for i, (image, name) in enumerate(zip(images, names)):
-        trace = _trace(model, [image], use_amp)
+        trace = _trace(model, [image])
         rows += weights_from_trace(trace, [ImageRecord(i + 1, str(name), Path(str(name)))])
     return pd.DataFrame(rows, columns=list(WEIGHT_COLUMNS))
 
@@ -367,15 +380,11 @@ def _progress_bar(total: int, initial: int, enabled: bool, desc: str):
     return progress_bar(total, initial=initial, desc=desc, unit="img")
 
 
-@torch.inference_mode()
-def _trace(model, images: list[np.ndarray], use_amp: bool):
-    """Backbone + DyHead tower with the trace (the prediction head is not needed)."""
-    batch, _, _ = model.preprocess(images)
-    ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
-    with ctx:
-        _, pyramid = model.backbone.forward_features(batch)
-        _, trace = model.tower(pyramid, return_trace=True)
-    return trace
+def _trace(model, images: list[np.ndarray], use_amp: bool = True, coarser_branch=None):
+    """The scale weights of a batch: one `DyHeadDetector.infer` pass that stops after the tower and
+    records the scale attention only. use_amp=False forces float32 (else the one autocast policy)."""
+    return model.infer(images, trace=TraceSpec(scale=True), detections=False, coarser_branch=coarser_branch,
+                       precision="auto" if use_amp else "float32").trace
 
 
 def merge_shards(out_csv: str | Path, world_size: int, records: Optional[Sequence[ImageRecord]] = None,
@@ -420,9 +429,9 @@ def compute_ratios(weights: pd.DataFrame, num_levels: Optional[int] = None) -> p
     rows = []
     for image_id, file_name, block, level in keys.itertuples(index=False, name=None):
         num, den = ratio_sources(level, num_levels)
-        ratio = w[(image_id, block, level, num)] / w[(image_id, block, level, den)]
+        w_num, w_den = float(w[(image_id, block, level, num)]), float(w[(image_id, block, level, den)])
         rows.append((image_id, file_name, block, level, level_name(level), paper_level(level, num_levels),
-                     level_name(num), level_name(den), float(ratio)))
+                     level_name(num), level_name(den), w_num, w_den, w_num / w_den))
     df = pd.DataFrame(rows, columns=list(RATIO_COLUMNS))
     df.attrs["definition"] = RATIO_DEFINITION
     return df
@@ -436,24 +445,58 @@ def write_ratios_csv(ratios: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
+def _at(values, bound: float) -> np.ndarray:
+    return np.abs(np.asarray(values, dtype=float) - bound) <= _AT_BOUND
+
+
 def ratio_summary(ratios: pd.DataFrame) -> pd.DataFrame:
-    """Per block and level: images, median, geometric mean, 10th/90th percentile and the share of
-    images with ratio > 1."""
-    def stats(r: pd.Series) -> pd.Series:
-        v = r.to_numpy(dtype=float)
-        return pd.Series({
+    """Per block and level: the pair divided (`ratio_label`), images, median, geometric mean,
+    10th/90th percentile, the shares of images with ratio > 1, < 1 and = 1, and the share whose two
+    weights both sit at the 0.5 floor (a ratio of 1 that says nothing about the two sources)."""
+    num_levels = int(ratios["level"].max()) + 1
+    rows = []
+    for (block, level, name), df in ratios.groupby(["block", "level", "level_name"]):
+        v = df["ratio"].to_numpy(dtype=float)
+        both_floor = _at(df["numerator_weight"], WEIGHT_FLOOR) & _at(df["denominator_weight"], WEIGHT_FLOOR)
+        rows.append({
+            "block": block, "level": level, "level_name": name, "pair": ratio_label(int(level), num_levels),
             "images": len(v),
             "median": float(np.median(v)),
             "geo_mean": float(np.exp(np.mean(np.log(v)))),
             "p10": float(np.percentile(v, 10)),
             "p90": float(np.percentile(v, 90)),
-            "share_above_1": float(np.mean(v > 1.0)),
+            "share_above_1": float(np.mean(v > 1.0 + _AT_BOUND)),
+            "share_below_1": float(np.mean(v < 1.0 - _AT_BOUND)),
+            "share_equal_1": float(np.mean(np.abs(v - 1.0) <= _AT_BOUND)),
+            "share_both_at_floor": float(np.mean(both_floor)),
         })
-
-    out = ratios.groupby(["block", "level", "level_name"])["ratio"].apply(stats).unstack().reset_index()
-    out["images"] = out["images"].astype(int)
+    out = pd.DataFrame(rows)
     out.attrs["definition"] = RATIO_DEFINITION
     return out
+
+
+def weight_saturation(weights: pd.DataFrame) -> pd.DataFrame:
+    """Per block and output level: the number of weights (images x source levels) and the shares
+    sitting at the 0.5 floor (the logit was <= 0 and the ReLU cut it) and at the 1.0 ceiling (logit >= 3)."""
+    df = weights.assign(at_floor=_at(weights["weight"], WEIGHT_FLOOR), at_ceiling=_at(weights["weight"], WEIGHT_CEILING))
+    return df.groupby(["block", "level", "level_name"]).agg(
+        weights=("weight", "size"), share_at_floor=("at_floor", "mean"), share_at_ceiling=("at_ceiling", "mean"),
+    ).reset_index()
+
+
+def saturation_note(weights: pd.DataFrame, ratios: pd.DataFrame, block: Optional[int] = None) -> str:
+    """One sentence with the shares of weights at the floor and at the ceiling, and of ratios that
+    are exactly 1 and that have both weights at the floor, over every block or one (0-based) `block`."""
+    if block is not None:
+        weights = weights[weights["block"] == block]
+        ratios = ratios[ratios["block"] == block]
+    w = weights["weight"].to_numpy(float)
+    both = _at(ratios["numerator_weight"], WEIGHT_FLOOR) & _at(ratios["denominator_weight"], WEIGHT_FLOOR)
+    equal = np.abs(ratios["ratio"].to_numpy(float) - 1.0) <= _AT_BOUND
+    where = "all blocks" if block is None else f"block {block + 1}"
+    return (f"{where}: {100 * np.mean(_at(w, WEIGHT_FLOOR)):.1f} % of the scale weights sit at the 0.5 floor and "
+            f"{100 * np.mean(_at(w, WEIGHT_CEILING)):.1f} % at the 1.0 ceiling; {100 * np.mean(equal):.1f} % of "
+            f"the ratios are exactly 1, {100 * np.mean(both):.1f} % because both weights sit at the floor")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -468,14 +511,17 @@ def _log_bins(values: np.ndarray, bins: int) -> np.ndarray:
     return np.logspace(-span, span, bins + 1)
 
 
-def plot_scale_ratios(ratios: pd.DataFrame, blocks: Optional[Sequence[int]] = None, bins: int = 40):
+def plot_scale_ratios(ratios: pd.DataFrame, blocks: Optional[Sequence[int]] = None, bins: int = 40,
+                      focus_block: Optional[int] = None):
     """Per-level histograms of the scale ratio (log x axis, centred on 1), one panel per block (shared
-    bins) plus a larger panel for the last block (its own bins) as in the paper's Figure 3."""
+    bins) plus a larger panel for `focus_block` (0-based, default the last; its own bins). The paper
+    does not say which block its Figure 3 shows; the large panel's title names the one drawn. The
+    legend names each level's pair (`ratio_label`): at P3 and P7 it is not finer / coarser."""
     import matplotlib.pyplot as plt
 
     all_blocks = sorted(ratios["block"].unique())
     blocks = list(all_blocks if blocks is None else blocks)
-    last = all_blocks[-1]
+    last = all_blocks[-1] if focus_block is None else int(focus_block)
     levels = sorted(ratios["level"].unique())
     num_levels = len(levels)
     edges = _log_bins(ratios["ratio"].to_numpy(float), bins)
@@ -489,9 +535,10 @@ def plot_scale_ratios(ratios: pd.DataFrame, blocks: Optional[Sequence[int]] = No
         ax.set_title(f"block {b + 1}", fontsize=9)
     ax = fig.add_subplot(grid[:, ncols:])
     last_ratios = ratios[ratios.block == last]
-    # The large panel gets its own bins (the last block alone), the small ones share theirs.
+    # The large panel gets its own bins (its block alone), the small ones share theirs.
     _hist_panel(ax, last_ratios, levels, num_levels, _log_bins(last_ratios["ratio"].to_numpy(float), bins), small=False)
-    ax.set_title(f"last block ({last + 1}): scale ratio per level", fontsize=10)
+    which = f"last block ({last + 1})" if last == all_blocks[-1] else f"block {last + 1} of {all_blocks[-1] + 1}"
+    ax.set_title(f"{which}: scale ratio per level", fontsize=10)
     ax.legend(fontsize=8, frameon=False, loc="upper right")
     n_images = ratios["image_id"].nunique()
     caption = (f"{n_images} images. " + RATIO_DEFINITION + ". " + LEVEL_NOTE + ".")
@@ -506,7 +553,7 @@ def _hist_panel(ax, df: pd.DataFrame, levels, num_levels: int, edges: np.ndarray
         if v.size == 0:
             continue
         ax.hist(v, bins=edges, alpha=0.55, color=_LEVEL_COLORS[level % len(_LEVEL_COLORS)],
-                label=level_label(level, num_levels))
+                label=ratio_label(level, num_levels))
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
     ax.set_xscale("log")
@@ -517,7 +564,7 @@ def _hist_panel(ax, df: pd.DataFrame, levels, num_levels: int, edges: np.ndarray
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xticklabels([f"{t:g}" for t in ticks])
     ax.axvline(1.0, color="0.3", lw=0.8, ls="--")
-    ax.set_xlabel("scale ratio w(finer) / w(coarser)", fontsize=7 if small else 9)
+    ax.set_xlabel("scale ratio (each level's pair in the legend)", fontsize=7 if small else 9)
     ax.set_ylabel("images", fontsize=7 if small else 9)
     ax.tick_params(labelsize=7 if small else 8)
 
@@ -551,13 +598,14 @@ def plotly_scale_ratios(ratios: pd.DataFrame, block: Optional[int] = None, bins:
     for level in sorted(df["level"].unique()):
         v = np.log10(df.loc[df.level == level, "ratio"].to_numpy(float))
         fig.add_trace(go.Histogram(
-            x=v, name=level_label(level, num_levels), opacity=0.6,
+            x=v, name=ratio_label(level, num_levels), opacity=0.6,
             xbins=dict(start=float(edges[0]), end=float(edges[-1]), size=float(edges[1] - edges[0])),
             marker_color=_LEVEL_COLORS[level % len(_LEVEL_COLORS)],
         ))
     fig.add_vline(x=0.0, line_dash="dash", line_color="gray")
     fig.update_layout(barmode="overlay", title=f"Scale ratio per level, block {block + 1}",
-                      xaxis_title="log10 scale ratio  (w(finer) / w(coarser); 0 = equal)", yaxis_title="images")
+                      xaxis_title="log10 scale ratio (each level's pair in the legend; 0 = equal weights, "
+                                  "which includes both weights at the 0.5 floor)", yaxis_title="images")
     return fig
 
 

@@ -4,6 +4,7 @@ default, any checkpoint file and any COCO-format dataset when given.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -27,11 +28,15 @@ __all__ = [
     "dataset_images",
     "default_image",
     "SAMPLES_DIR",
+    "DEMO_MODEL_CARD",
+    "is_demo_model",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: The demo model trained by this project on its own demo data (see checkpoints/).
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "demo_dyhead.pt"
+#: The demo model's card in numbers: size, sha256, configuration, evaluation.
+DEMO_MODEL_CARD = REPO_ROOT / "checkpoints" / "demo_dyhead.json"
 #: A few sample images shipped with the demo model (never part of its train/val data).
 SAMPLES_DIR = REPO_ROOT / "checkpoints" / "samples"
 #: Generated on demand; git-ignored.
@@ -64,6 +69,34 @@ def load_model(checkpoint: Optional[str | Path] = None, device: str = "auto", co
         )
         raise SourceError(f"checkpoint {path} not found{hint}")
     return load_detector(path, device=resolve_device(device), coarser_branch=coarser_branch)
+
+
+def is_demo_model(path: str | Path) -> bool:
+    """True when `path` is the bundled demo model: the file at `DEFAULT_CHECKPOINT`, or a copy of it
+    elsewhere (the size and sha256 that `DEMO_MODEL_CARD` records). Cheap for other files: only a
+    file of the demo model's size is hashed, and each file version once."""
+    path = Path(path)
+    try:
+        if path.resolve() == DEFAULT_CHECKPOINT.resolve():
+            return True
+        st = path.stat()
+    except OSError:
+        return False
+    return _is_demo_copy(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _is_demo_copy(path: str, size: int, mtime_ns: int) -> bool:
+    import hashlib
+    import json
+
+    try:
+        card = json.loads(DEMO_MODEL_CARD.read_text())
+        if size != int(card["size_bytes"]):
+            return False
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() == card["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def default_data_root(split: str = "val", root: Optional[Path] = None) -> Path:
@@ -139,7 +172,3 @@ def default_image(data_root: Optional[str | Path] = None, split: str = "val") ->
         if samples:
             return samples[0]
     return dataset_images(data_root, split, 1)[0].path
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device

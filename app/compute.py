@@ -3,9 +3,13 @@
 Every number comes from `dyhead` (the model) or `analysis` (the paper's figures); this module only
 calls them, converts the results into small picklable values and caches them:
 
-* `st.cache_resource` holds loaded models, once per (file, device, coarser-branch mode). A cached model
-  is shared by every browser session and never modified: attention switches are passed to each call.
-* `st.cache_data` holds per-image results keyed by (model, image, switches).
+* `st.cache_resource` holds loaded models, once per (file, device). A cached model is shared by every
+  browser session and every coarser-branch mode and is never modified: attention switches and the
+  coarser-branch mode are passed to each call.
+* One network pass per (model, coarser mode, image, switches) computes everything the pages show
+  (`inspect_image`: detections, scale weights, offsets, DyReLU coefficients, reduced feature maps); the
+  result sits in a cache bounded by bytes (`result_cache`, `app.result_cache.ByteLRU`), read without
+  copying by every page and session.
 * Passes over a dataset (scale ratios, the on/off AP table) write their results under the app's cache
   folder (`app.paths.cache_dir`), so that a reloaded or interrupted page resumes instead of starting over.
 
@@ -67,8 +71,9 @@ SwitchKey = tuple[tuple[bool, bool, bool], ...]
 
 @dataclass(frozen=True)
 class ModelRef:
-    """Identifies one loaded model: the file (path, size, mtime), the device and the coarser-branch
-    mode (None = the file's own semantics)."""
+    """Identifies one model file (path, size, mtime) on one device, and the coarser-branch mode its
+    results are computed with (None = the file's own semantics). The loaded model depends on the file
+    and the device only: the mode is passed to every call, so one loaded model serves every mode."""
 
     path: str
     size: int
@@ -82,21 +87,28 @@ class ModelRef:
         return cls(resolved, size, mtime, device, coarser)
 
     @property
+    def model_key(self) -> str:
+        """The key of the loaded model (file and device)."""
+        return short_hash(self.path, self.size, self.mtime_ns, self.device)
+
+    @property
     def key(self) -> str:
+        """The key of results computed with this model and mode."""
         return short_hash(self.path, self.size, self.mtime_ns, self.device, self.coarser)
 
 
-@st.cache_resource(max_entries=3, show_spinner="Loading the model ...")
-def _load_model(path: str, size: int, mtime_ns: int, device: str, coarser: Optional[str]):
+@st.cache_resource(max_entries=2, show_spinner="Loading the model ...")
+def _load_model(path: str, size: int, mtime_ns: int, device: str):
     from analysis.sources import load_model
 
-    model, info = load_model(path, device=device, coarser_branch=coarser)
+    model, info = load_model(path, device=device)
     return model.eval(), info
 
 
 def load_model_cached(ref: ModelRef):
-    """(DyHeadDetector in eval mode, info dict) for `ref`, loaded once per process."""
-    return _load_model(ref.path, ref.size, ref.mtime_ns, ref.device, ref.coarser)
+    """(DyHeadDetector in eval mode, `dyhead.weights.LoadInfo`) for `ref`'s file and device, loaded
+    once per process and shared by every coarser-branch mode and session."""
+    return _load_model(ref.path, ref.size, ref.mtime_ns, ref.device)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -127,7 +139,7 @@ def describe_switches(key: SwitchKey) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# One image
+# One image: one network pass per (model, image, switches, coarser mode), shared by every page
 
 
 def image_key(data: bytes) -> str:
@@ -144,6 +156,11 @@ class DetectResult:
     labels: np.ndarray  # [M] contiguous class index
     seconds: float
     device: str
+
+    @classmethod
+    def of(cls, dets, seconds: float, device: str) -> "DetectResult":
+        return cls(dets.boxes.float().cpu().numpy(), dets.scores.float().cpu().numpy(), dets.labels.cpu().numpy(),
+                   seconds, device)
 
     def table(self, class_names: Sequence[str], threshold: float = 0.0) -> pd.DataFrame:
         keep = self.scores >= threshold
@@ -162,34 +179,26 @@ class DetectResult:
                           torch.from_numpy(self.labels[keep]))
 
 
-def detect(model, image: np.ndarray, switches=None) -> DetectResult:
-    """`model.predict` on one HxWx3 uint8 RGB image, timed (CUDA synchronised)."""
-    device = model.device
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    dets = model.predict([image], switches=switches)[0]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    return DetectResult(dets.boxes.float().cpu().numpy(), dets.scores.float().cpu().numpy(),
-                        dets.labels.cpu().numpy(), seconds, str(device))
+def detect(model, image: np.ndarray, switches=None, coarser: Optional[str] = None) -> DetectResult:
+    """Detections only (`DyHeadDetector.infer` without a trace), timed."""
+    result = model.infer([image], switches=switches, coarser_branch=coarser)
+    return DetectResult.of(result.detections[0], result.seconds, result.device)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def detect_cached(model_key: str, _model, image_id: str, _image: np.ndarray, switch_key: SwitchKey) -> DetectResult:
-    return detect(_model, _image, switches_from_key(switch_key))
+#: The reductions of the feature maps computed in every pass (a chosen channel adds "channel:<k>").
+PAGE_REDUCTIONS = ("mean_abs", "l2", "max", "pca")
 
 
 @dataclass
 class InsideResult:
-    """What the head computed for one image (numbers from the tower trace, via `analysis`).
+    """What the network computed for one image under one (switches, coarser mode): everything the
+    pages show, as small numpy arrays and tables (no full feature maps).
 
-    stages: `analysis.feature_maps.FeatureStages` (maps before the head, after the spatial+scale step
-    and after each block). weights: one row per (block, level, source level) with the scale weight
-    (`analysis.scale_ratios.WEIGHT_COLUMNS`); extra["scale_logits"]: the hard sigmoid's inputs (empty
-    when scale attention is off). offsets[b][l]: [18, H_l, W_l] (dy, dx per tap, in level-l
-    cells), masks[b][l]: [9, H_l, W_l]; dyrelu[b][l]: {"a1", "b1", "a2", "b2"} each [C].
+    stages: `analysis.feature_maps.FeatureStages` with the maps already reduced (`PAGE_REDUCTIONS`
+    plus any channel asked for), cut to the image. weights: one row per (block, level, source level)
+    with the scale weight (`analysis.scale_ratios.WEIGHT_COLUMNS`); extra["scale_logits"]: the hard
+    sigmoid's inputs (empty when scale attention is off). offsets[b][l]: [18, H_l, W_l] (dy, dx per
+    tap, in level-l cells), masks[b][l]: [9, H_l, W_l]; dyrelu[b][l]: {"a1", "b1", "a2", "b2"} each [C].
     """
 
     stages: object
@@ -206,22 +215,21 @@ class InsideResult:
     extra: dict = field(default_factory=dict)
 
 
-def inspect_image(model, image: np.ndarray, switches=None, name: str = "image") -> InsideResult:
-    """Detections, tower trace and feature-map stages of one image under `switches`."""
-    from analysis.feature_maps import feature_stages
+def inspect_image(model, image: np.ndarray, switches=None, name: str = "image", coarser: Optional[str] = None,
+                  reductions: Sequence[str] = PAGE_REDUCTIONS) -> InsideResult:
+    """Detections, scale weights, offsets and masks, DyReLU coefficients and the reduced feature-map
+    stages of one image under `switches`: one `DyHeadDetector.infer` pass."""
+    from analysis.feature_maps import stage_trace_spec, stages_from_trace
     from analysis.scale_ratios import WEIGHT_COLUMNS, weights_from_trace
     from analysis.sources import ImageRecord
+    from dyhead.trace import TraceSpec
 
-    device = model.device
-    start = time.perf_counter()
-    dets, outputs = model.predict([image], switches=switches, return_trace=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    trace = outputs.trace
-    d = dets[0]
-    det = DetectResult(d.boxes.float().cpu().numpy(), d.scores.float().cpu().numpy(), d.labels.cpu().numpy(),
-                       seconds, str(device))
+    maps = stage_trace_spec(reductions)
+    spec = TraceSpec(scale=True, spatial=True, dyrelu=True, pyramid=True, mid=True, outputs=True, crop=True,
+                     reduce=maps.reduce)
+    result = model.infer([image], switches=switches, coarser_branch=coarser, trace=spec)
+    trace = result.trace
+    det = DetectResult.of(result.detections[0], result.seconds, result.device)
     rows = weights_from_trace(trace, [ImageRecord(0, name, Path(name))])
     weights = pd.DataFrame(rows, columns=list(WEIGHT_COLUMNS)).drop(columns=["image_id", "file_name"])
     offsets = [[lt.offset[0].float().cpu().numpy() for lt in b.levels] for b in trace.blocks]
@@ -232,17 +240,44 @@ def inspect_image(model, image: np.ndarray, switches=None, name: str = "image") 
         [(b, l, src, float(v[0])) for b, blk in enumerate(trace.blocks) for l, lt in enumerate(blk.levels)
          for src, v in sorted(lt.scale_logits.items())],
         columns=["block", "level", "source_level", "logit"])
-    _, resized_sizes, original_sizes = model.preprocess([image])
-    stages = feature_stages(model, image, switches=switches)
-    return InsideResult(stages, weights, offsets, masks, dyrelu, det, tuple(resized_sizes[0]), tuple(original_sizes[0]),
-                        tuple(model.config.strides), len(trace.blocks), len(trace.blocks[0].levels) if trace.blocks else 0,
-                        extra={"scale_logits": logits})
+    stages = stages_from_trace(trace, image, result.resized_sizes[0], model.config.strides)
+    return InsideResult(stages, weights, offsets, masks, dyrelu, det, tuple(result.resized_sizes[0]),
+                        tuple(result.original_sizes[0]), tuple(model.config.strides), len(trace.blocks),
+                        len(trace.blocks[0].levels) if trace.blocks else 0, extra={"scale_logits": logits})
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def inspect_cached(model_key: str, _model, image_id: str, _image: np.ndarray, switch_key: SwitchKey,
-                   name: str = "image") -> InsideResult:
-    return inspect_image(_model, _image, switches_from_key(switch_key), name)
+def result_cache_bytes() -> int:
+    """The per-image result cache's budget: DYHEAD_APP_CACHE_MB (default 384 MB)."""
+    import os
+
+    try:
+        return int(float(os.environ.get("DYHEAD_APP_CACHE_MB", "384")) * 2**20)
+    except ValueError:
+        return 384 * 2**20
+
+
+@st.cache_resource(show_spinner=False)
+def result_cache():
+    """The per-image results of this server (`app.result_cache.ByteLRU`), shared by every session."""
+    from .result_cache import ByteLRU
+
+    return ByteLRU(result_cache_bytes())
+
+
+def inspect_cached(ref: ModelRef, model, image_id: str, image: np.ndarray, switch_key: SwitchKey,
+                   name: str = "image", channel: Optional[int] = None) -> InsideResult:
+    """`inspect_image` once per (model, mode, image, switches[, channel]); every page reads it.
+    A channel picked for the "channel" reduction is one more pass (only reduced maps are kept)."""
+    reductions = PAGE_REDUCTIONS + ((f"channel:{int(channel)}",) if channel is not None else ())
+    key = ("inside", ref.key, image_id, switch_key, channel)
+    return result_cache().get_or_compute(
+        key, lambda: inspect_image(model, image, switches_from_key(switch_key), name, ref.coarser, reductions))
+
+
+def detect_cached(ref: ModelRef, model, image_id: str, image: np.ndarray, switch_key: SwitchKey,
+                  name: str = "image") -> DetectResult:
+    """The detections of the one pass per (model, mode, image, switches) (`inspect_cached`)."""
+    return inspect_cached(ref, model, image_id, image, switch_key, name).detections
 
 
 # ------------------------------------------------------------------------------------------------
@@ -322,7 +357,7 @@ def run_scale_ratio_pass(model, ref: ModelRef, root: Path, split: str, max_image
         raise BusyError("another session is computing this pass right now; reload the page when it is done")
     try:
         return collect_scale_weights(model, root, out_csv, split=split, max_images=max_images, batch_size=1,
-                                     progress=progress, show_progress=False)
+                                     progress=progress, show_progress=False, coarser_branch=ref.coarser)
     finally:
         lock.release()
 

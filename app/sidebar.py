@@ -33,6 +33,9 @@ COARSER_CHOICES = {
     "upsample first (no mismatch)": "upsample_first",
 }
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp", "gif"]
+#: Said beside an upload while the demo model is loaded.
+UPLOAD_NOTE = ("Real photos need an official DyHead release (see **Model & data**) or a model trained on your "
+               "own data: the demo model knows only its generated shapes.")
 
 
 @dataclass
@@ -44,6 +47,7 @@ class PickedImage:
     name: str
     key: str
     note: str = ""
+    uploaded: bool = False  # the user's own file (not a sample or a dataset image)
 
 
 @dataclass
@@ -57,6 +61,7 @@ class AppContext:
     info: Optional[dict] = None
     ref: Optional[compute.ModelRef] = None
     model_error: str = ""
+    demo_model: bool = False  # the bundled demo model (`analysis.sources.is_demo_model`)
     image: Optional[PickedImage] = None
     image_error: str = ""
 
@@ -145,7 +150,7 @@ def draw_sidebar() -> AppContext:
 
 
 def _load_into(ctx: AppContext, sb) -> None:
-    from analysis.sources import DEFAULT_CHECKPOINT
+    from analysis.sources import DEFAULT_CHECKPOINT, is_demo_model
     from dyhead.checkpoint import CheckpointError
     from dyhead.device import DeviceError, resolve_device
 
@@ -172,11 +177,13 @@ def _load_into(ctx: AppContext, sb) -> None:
         sb.error(f"Could not load the checkpoint: {ctx.model_error}")
         return
     ctx.model, ctx.info, ctx.ref = model, info, ref
+    ctx.demo_model = is_demo_model(path)
     tower = model.config.tower
     sb.caption(
         f"**{KIND_NAMES.get(info.get('kind'), info.get('kind'))}** · running on **{device}**"
         + (" (auto)" if ctx.device_request == "auto" else "")
-        + f" · {tower.num_blocks} blocks × {tower.channels} ch · coarser branch: {tower.coarser_branch.value}"
+        + f" · {tower.num_blocks} blocks × {tower.channels} ch · coarser branch: "
+        + (ctx.coarser or tower.coarser_branch.value)
         + f" · {model.config.num_classes} classes"
     )
 
@@ -257,10 +264,13 @@ def _draw_image_picker(ctx: AppContext, sb) -> None:
             ctx.image.name = f"{rec.file_name} (id {rec.image_id})"
         else:
             upload = sb.file_uploader("Upload an image", type=UPLOAD_TYPES, key="upload")
+            if ctx.demo_model:
+                sb.caption(UPLOAD_NOTE)
             if upload is None:
                 ctx.image_error = "no image uploaded yet"
             else:
                 ctx.image = load_upload(upload.name, upload.getvalue())
+                ctx.image.uploaded = True
     except (ImageLoadError, SourceError, OSError) as exc:
         ctx.image = None
         ctx.image_error = str(exc)

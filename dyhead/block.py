@@ -13,7 +13,7 @@ Shape legend: N batch, C channels, L levels (index 0 = finest, P3), H_l x W_l th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,24 +29,27 @@ from .attention import (
     hard_sigmoid,
 )
 from .config import AttentionSwitches, CoarserBranchMode, DyHeadConfig
+from .trace import TraceSpec
 
 
 @dataclass
 class LevelTrace:
-    """What one block computed at one output level l (tensors detached)."""
+    """What one block computed at one output level l (tensors detached). A field is None (or empty)
+    when the call's `TraceSpec` did not ask for it; feature maps are whatever `TraceSpec.reduce`
+    returned when the spec reduces them."""
 
-    offset: Tensor  # [N, 18, H_l, W_l], channel 2k = dy, 2k+1 = dx of tap k
-    mask: Tensor  # [N, 9, H_l, W_l]
+    offset: Optional[Tensor] = None  # [N, 18, H_l, W_l], channel 2k = dy, 2k+1 = dx of tap k
+    mask: Optional[Tensor] = None  # [N, 9, H_l, W_l]
     #: source level index -> [N]; sources in the official order: same, finer (l-1), coarser (l+1).
     scale_weights: dict[int, Tensor] = field(default_factory=dict)
     #: source level index -> [N], the hard sigmoid's input (after the ReLU).
     scale_logits: dict[int, Tensor] = field(default_factory=dict)
     #: source level index -> [N, C, H_l, W_l], branch after deformable conv + GroupNorm (+ upsample).
-    branches: dict[int, Tensor] = field(default_factory=dict)
+    branches: dict[int, Any] = field(default_factory=dict)
     #: [N, C, H_l, W_l], the scale-weighted mean of the branches: the DyReLU input.
-    after_spatial_scale: Optional[Tensor] = None
+    after_spatial_scale: Any = None
     dyrelu: Optional[DyReLUCoefficients] = None
-    output: Optional[Tensor] = None  # [N, C, H_l, W_l], after the task-aware step
+    output: Any = None  # [N, C, H_l, W_l], after the task-aware step
 
 
 @dataclass
@@ -108,7 +111,18 @@ class DyHeadBlock(nn.Module):
         features: list[Tensor],
         switches: AttentionSwitches = AttentionSwitches(),
         return_trace: bool = False,
+        *,
+        spec: Optional[TraceSpec] = None,
+        index: int = 0,
+        coarser_branch: Optional[CoarserBranchMode] = None,
     ) -> tuple[list[Tensor], Optional[BlockTrace]]:
+        """One block over all levels. `return_trace` records everything; `spec` (with this block's
+        0-based `index`) records only what it asks for. `coarser_branch` overrides the config's mode
+        for this call only."""
+        if spec is None and return_trace:
+            spec = TraceSpec.everything()
+        record = spec is not None and spec.wants_block(index)
+        mode = CoarserBranchMode(coarser_branch) if coarser_branch is not None else self.config.coarser_branch
         use_spatial = switches.spatial and self.spatial_offsets is not None
         use_scale = switches.scale and self.scale_attention is not None
         use_task = switches.task and self.task_attention is not None
@@ -128,7 +142,7 @@ class DyHeadBlock(nn.Module):
                 _check_ceil_halving(features[level - 1], x, level)
                 branches[level - 1] = self.from_finer(features[level - 1], offset, mask)
             if level < len(features) - 1:
-                branches[level + 1] = self._coarser_branch(features[level + 1], size, offset, mask)
+                branches[level + 1] = self._coarser_branch(features[level + 1], size, offset, mask, mode)
 
             logits: dict[int, Tensor] = {}
             weights: dict[int, Tensor] = {}
@@ -148,43 +162,49 @@ class DyHeadBlock(nn.Module):
                 out = F.relu(mean)
             outputs.append(out)
 
-            if return_trace:
+            if record:
                 traces.append(
-                    self._level_trace(x, offset, mask, branches, logits, weights, mean, coeffs, out)
+                    _level_trace(spec, index, level, x, offset, mask, branches, logits, weights, mean, coeffs, out)
                 )
-        return outputs, (BlockTrace(levels=traces) if return_trace else None)
+        return outputs, (BlockTrace(levels=traces) if spec is not None else None)
 
     def _coarser_branch(
-        self, coarser: Tensor, size: tuple[int, int], offset: Optional[Tensor], mask: Optional[Tensor]
+        self, coarser: Tensor, size: tuple[int, int], offset: Optional[Tensor], mask: Optional[Tensor],
+        mode: CoarserBranchMode,
     ) -> Tensor:
-        mode = self.config.coarser_branch
         if mode is CoarserBranchMode.UPSAMPLE_FIRST:
             return self.from_coarser(_resize_to(coarser, size), offset, mask)
         if offset is not None:
             offset, mask = _coarser_offsets(offset, mask, tuple(coarser.shape[-2:]), mode)
         return _resize_to(self.from_coarser(coarser, offset, mask), size)
 
-    @staticmethod
-    def _level_trace(x, offset, mask, branches, logits, weights, mean, coeffs, out) -> LevelTrace:
-        n, c, h, w = x.shape
-        if offset is None:  # spatial attention off: record its neutral values
-            offset = x.new_zeros(n, OFFSET_CHANNELS, h, w)
-            mask = x.new_ones(n, KERNEL_TAPS, h, w)
+
+def _level_trace(spec: TraceSpec, block: int, level: int, x, offset, mask, branches, logits, weights, mean,
+                 coeffs, out) -> LevelTrace:
+    """The values of one level that `spec` asks for in `block`; switched-off attentions are recorded
+    with their neutral values (zero offsets, masks of 1, weights of 1, a plain ReLU's coefficients)."""
+    n, c, h, w = x.shape
+    t = LevelTrace()
+    if spec.wants("spatial", block):
+        if offset is None:
+            offset, mask = x.new_zeros(n, OFFSET_CHANNELS, h, w), x.new_ones(n, KERNEL_TAPS, h, w)
+        t.offset, t.mask = offset.detach(), mask.detach()
+    if spec.wants("scale", block):
         if not weights:  # scale attention off: every weight is 1
             weights = {src: x.new_ones(n) for src in branches}
+        t.scale_weights = {src: v.detach() for src, v in weights.items()}
+        t.scale_logits = {src: v.detach() for src, v in logits.items()}
+    if spec.wants("branches", block):
+        t.branches = {src: spec.keep_map(b, level) for src, b in branches.items()}
+    if spec.wants("mid", block):
+        t.after_spatial_scale = spec.keep_map(mean, level)
+    if spec.wants("dyrelu", block):
         if coeffs is None:
             coeffs = DyReLUCoefficients.neutral(n, c, like=x)
-        return LevelTrace(
-            offset=offset.detach(),
-            mask=mask.detach(),
-            scale_weights={src: v.detach() for src, v in weights.items()},
-            scale_logits={src: v.detach() for src, v in logits.items()},
-            branches={src: b.detach() for src, b in branches.items()},
-            after_spatial_scale=mean.detach(),
-            dyrelu=DyReLUCoefficients(**{k: v.detach() for k, v in coeffs.as_dict().items()}),
-            output=out.detach(),
-        )
-
+        t.dyrelu = DyReLUCoefficients(**{k: v.detach() for k, v in coeffs.as_dict().items()})
+    if spec.wants("outputs", block):
+        t.output = spec.keep_map(out, level)
+    return t
 
 
 def _check_ceil_halving(finer: Tensor, x: Tensor, level: int) -> None:

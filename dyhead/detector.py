@@ -10,7 +10,7 @@ H_l x W_l the size of level l, A_l = H_l * W_l anchors, M detections.
 
 from __future__ import annotations
 
-import contextlib
+import time
 from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
@@ -22,10 +22,12 @@ from .anchors import level_anchors
 from .backbone import BackboneConfig, BackboneWithFPN, build_backbone
 from .box_coding import BoxCoder
 from .coco_classes import COCO_CATEGORY_IDS, COCO_CLASS_NAMES
-from .config import DyHeadConfig, SwitchesArg
+from .config import CoarserBranchMode, DyHeadConfig, SwitchesArg
+from .device import inference_autocast, synchronize
 from .head import ATSSHead
 from .postprocess import Candidates, Detections, postprocess_image, rescale_detections
 from .preprocess import resize_image, to_model_input
+from .trace import TraceSpec
 
 __all__ = [
     "Candidates",
@@ -33,7 +35,9 @@ __all__ = [
     "Detections",
     "DyHeadDetector",
     "HeadOutputs",
+    "Inference",
     "PRESETS",
+    "TraceSpec",
     "build_detector",
     "feature_sizes",
 ]
@@ -184,15 +188,25 @@ class DyHeadDetector(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def forward(self, images: Tensor, switches: SwitchesArg = None, return_trace: bool = False) -> HeadOutputs:
-        """images [N, 3, Hp, Wp], normalised and padded (see `preprocess`) -> `HeadOutputs`."""
+    def forward(self, images: Tensor, switches: SwitchesArg = None, return_trace: bool = False, *,
+                trace: Optional[TraceSpec] = None, coarser_branch: Optional[CoarserBranchMode] = None,
+                head: bool = True) -> HeadOutputs:
+        """images [N, 3, Hp, Wp], normalised and padded (see `preprocess`) -> `HeadOutputs`.
+
+        trace: what to record inside the tower (``return_trace=True`` = everything); coarser_branch:
+        this call's coarser-branch mode (None = the config's); head=False stops after the tower
+        (the head's fields are then empty lists)."""
         bottom_up, pyramid = self.backbone.forward_features(images)  # P3..P7, [N, F, H_l, W_l]
-        if return_trace:
-            features, trace = self.tower(pyramid, switches=switches, return_trace=True)
+        if trace is None and return_trace:
+            trace = TraceSpec.everything()
+        if trace is not None:
+            features, record = self.tower(pyramid, switches=switches, trace=trace, coarser_branch=coarser_branch)
         else:
-            features, trace = self.tower(pyramid, switches=switches), None
+            features, record = self.tower(pyramid, switches=switches, coarser_branch=coarser_branch), None
+        if not head:
+            return HeadOutputs([], [], [], pyramid, features, record, bottom_up)
         cls_logits, bbox_deltas, centerness = self.head(features)
-        return HeadOutputs(cls_logits, bbox_deltas, centerness, pyramid, features, trace, bottom_up)
+        return HeadOutputs(cls_logits, bbox_deltas, centerness, pyramid, features, record, bottom_up)
 
     def anchors(self, images: Tensor) -> list[Tensor]:
         """Anchors [A_l, 4] of each level for a padded batch [N, 3, Hp, Wp] (shared by all images)."""
@@ -241,25 +255,119 @@ class DyHeadDetector(nn.Module):
         return results
 
     @torch.inference_mode()
+    def infer(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        switches: SwitchesArg = None,
+        coarser_branch: Optional[CoarserBranchMode] = None,
+        trace: Optional[TraceSpec] = None,
+        detections: bool = True,
+        keep_head_outputs: bool = False,
+        precision: str = "auto",
+    ) -> "Inference":
+        """The public inference API: one pass of preprocess -> backbone -> tower -> (head ->
+        post-processing) over HxWx3 uint8 RGB images, returning exactly what was asked for.
+
+        switches: `AttentionSwitches` for every block or one per block (None = all on).
+        coarser_branch: this call's coarser-branch mode (None = the model's own, e.g. official).
+        trace: a `TraceSpec` naming the tower intermediates to keep (None = none). With
+            ``crop=True`` its feature maps are cut to the cells that cover the images (the largest
+            image of the batch) before `reduce` sees them.
+        detections: False stops after the tower (no head, no post-processing).
+        keep_head_outputs: also return the raw `HeadOutputs` (logits, pyramid, tower outputs).
+        precision: "auto" (float16 autocast on CUDA, float32 on the CPU), "float32", "bfloat16"
+            or "float16" (`dyhead.device.inference_autocast`, the one autocast policy).
+        """
+        if self.training:
+            raise RuntimeError("infer() needs the model in eval mode: call model.eval() first")
+        if len(images) == 0:
+            raise ValueError("infer() needs at least one image")
+        device = self.device
+        synchronize(device)
+        start = time.perf_counter()
+        batch, resized_sizes, original_sizes = self.preprocess(images)
+        if trace is not None and trace.crop:
+            trace = self._cropping(trace, resized_sizes)
+        with inference_autocast(device, precision):
+            outputs = self(batch, switches=switches, trace=trace, coarser_branch=coarser_branch, head=detections)
+        dets = None
+        if detections:
+            dets = self.postprocess(outputs, self.anchors(batch), resized_sizes, original_sizes)
+        synchronize(device)
+        seconds = time.perf_counter() - start
+        return Inference(
+            detections=dets,
+            trace=outputs.trace,
+            head_outputs=outputs if keep_head_outputs else None,
+            resized_sizes=[tuple(s) for s in resized_sizes],
+            original_sizes=[tuple(s) for s in original_sizes],
+            input_size=(int(batch.shape[-2]), int(batch.shape[-1])),
+            seconds=seconds,
+            device=str(device),
+            precision=precision,
+        )
+
+    def _cropping(self, spec: TraceSpec, resized_sizes) -> TraceSpec:
+        """`spec` with its feature maps cut to the cells covering the images, then reduced."""
+        rh = max(h for h, _ in resized_sizes)
+        rw = max(w for _, w in resized_sizes)
+        cells = [(-(-rh // s), -(-rw // s)) for s in self.config.strides]
+        inner = spec.reduce
+
+        def crop_then_reduce(x: Tensor, level: int):
+            h, w = cells[level]
+            x = x[:, :, :h, :w]
+            return inner(x, level) if inner is not None else x.clone()
+
+        return replace(spec, reduce=crop_then_reduce, crop=False)
+
+    @torch.inference_mode()
     def predict(
         self,
         images: Sequence[np.ndarray],
         switches: SwitchesArg = None,
         return_trace: bool = False,
         autocast: bool = True,
+        coarser_branch: Optional[CoarserBranchMode] = None,
     ):
         """HxWx3 uint8 RGB images -> list of `Detections` (original-image pixels, labels 0..K-1).
-        With `return_trace`, returns ``(detections, HeadOutputs)`` with the tower trace inside.
-        On CUDA the network runs under float16 autocast unless `autocast` is False."""
-        if self.training:
-            raise RuntimeError("predict() needs the model in eval mode: call model.eval() first")
-        batch, resized_sizes, original_sizes = self.preprocess(images)
-        use_amp = autocast and batch.device.type == "cuda"
-        ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
-        with ctx:
-            outputs = self(batch, switches=switches, return_trace=return_trace)
-        dets = self.postprocess(outputs, self.anchors(batch), resized_sizes, original_sizes)
-        return (dets, outputs) if return_trace else dets
+        With `return_trace`, returns ``(detections, HeadOutputs)`` with the full tower trace inside.
+        On CUDA the network runs under float16 autocast unless `autocast` is False. A thin wrapper
+        of `infer`."""
+        result = self.infer(
+            images, switches=switches, coarser_branch=coarser_branch,
+            trace=TraceSpec.everything() if return_trace else None, keep_head_outputs=return_trace,
+            precision="auto" if autocast else "float32",
+        )
+        return (result.detections, result.head_outputs) if return_trace else result.detections
+
+
+@dataclass
+class Inference:
+    """What one `DyHeadDetector.infer` call returns.
+
+    detections: one `Detections` per image in original-image pixels (None when not asked for).
+    trace: the `TowerTrace` holding what the call's `TraceSpec` asked for (None without a spec).
+    head_outputs: the raw `HeadOutputs` when `keep_head_outputs` (its `trace` is the same trace).
+    resized_sizes / original_sizes: (H, W) per image after the test-time resize / as given.
+    input_size: (Hp, Wp) of the padded batch. seconds: wall time of the whole call.
+    """
+
+    detections: Optional[list]
+    trace: Optional[object]
+    head_outputs: Optional[HeadOutputs]
+    resized_sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
+    input_size: tuple[int, int]
+    seconds: float
+    device: str
+    precision: str = "auto"
+
+    def level_cells(self, image: int, strides: Sequence[int]) -> list[tuple[int, int]]:
+        """(rows, cols) of each level's map that cover image `image` (the rest is padding)."""
+        rh, rw = self.resized_sizes[image]
+        return [(-(-rh // s), -(-rw // s)) for s in strides]
 
 
 def build_detector(cfg: DetectorConfig) -> DyHeadDetector:

@@ -83,8 +83,9 @@ def coco_evaluate(coco_gt, results: list[dict], image_ids: list[int]) -> dict:
 
 def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesArg = None,
                       max_images: Optional[int] = None, batch_size: int = 4, progress: bool = True,
-                      results_path: Optional[str | Path] = None, bar=None) -> dict:
-    """Run `model.predict` over a COCO split and evaluate with COCOeval.
+                      results_path: Optional[str | Path] = None, bar=None, coarser_branch=None) -> dict:
+    """Run `model.predict` over a COCO split and evaluate with COCOeval (`coarser_branch`: the
+    coarser-branch mode of every call, None = the model's own).
 
     Images are taken in increasing image-id order (the first `max_images` when given). Unreadable
     images are skipped, listed under "skipped" and left out of the evaluated image ids.
@@ -128,7 +129,7 @@ def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesAr
                 except ImageLoadError as exc:
                     skipped.append((str(path), str(exc)))
             if images:
-                detections = model.predict(images, switches=switches)
+                detections = model.predict(images, switches=switches, coarser_branch=coarser_branch)
                 for image_id, dets in zip(chunk_ids, detections):
                     results.extend(detections_to_coco(image_id, dets, category_ids))
                 evaluated.extend(chunk_ids)

@@ -9,19 +9,22 @@ Shape legend: N batch, C channels, L levels (index 0 = finest), H_l x W_l the si
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 from torch import Tensor, nn
 
 from .block import BlockTrace, DyHeadBlock, LevelTrace
-from .config import DyHeadConfig, SwitchesArg, switches_per_block
+from .config import CoarserBranchMode, DyHeadConfig, SwitchesArg, switches_per_block
+from .trace import TraceSpec
 
 __all__ = ["DyHeadTower", "TowerTrace", "BlockTrace", "LevelTrace", "official_tower_key_map"]
 
 
 @dataclass
 class TowerTrace:
-    inputs: list[Tensor]  # the tower input per level, [N, C, H_l, W_l]
+    #: the tower input per level, [N, C, H_l, W_l] (or as `TraceSpec.reduce` made it); empty when not asked for
+    inputs: list
+    #: one per block; a block the spec asked nothing of has no levels
     blocks: list[BlockTrace]
 
 
@@ -36,21 +39,32 @@ class DyHeadTower(nn.Module):
         features: Sequence[Tensor],
         switches: SwitchesArg = None,
         return_trace: bool = False,
+        *,
+        trace: Optional[TraceSpec] = None,
+        coarser_branch: Optional[CoarserBranchMode] = None,
     ) -> Union[list[Tensor], tuple[list[Tensor], TowerTrace]]:
         """features: L tensors [N, C, H_l, W_l], finest first, each level ceil-halving the previous.
 
         switches: one `AttentionSwitches` for every block, or one per block; None = all on.
-        Returns the L output levels (and a `TowerTrace` when `return_trace`).
+        trace: a `TraceSpec` naming what to record (``return_trace=True`` = `TraceSpec.everything()`).
+        coarser_branch: the coarser-branch mode of this call (None = the config's).
+        Returns the L output levels, and a `TowerTrace` when `return_trace` or `trace` is given.
         """
         self._check_inputs(features)
         per_block = switches_per_block(switches, len(self.blocks))
+        if trace is None and return_trace:
+            trace = TraceSpec.everything()
         features = list(features)
-        trace = TowerTrace(inputs=[f.detach() for f in features], blocks=[]) if return_trace else None
-        for block, block_switches in zip(self.blocks, per_block):
-            features, block_trace = block(features, block_switches, return_trace)
-            if trace is not None:
-                trace.blocks.append(block_trace)
-        return (features, trace) if return_trace else features
+        record = None
+        if trace is not None:
+            inputs = [trace.keep_map(f, level) for level, f in enumerate(features)] if trace.pyramid else []
+            record = TowerTrace(inputs=inputs, blocks=[])
+        for index, (block, block_switches) in enumerate(zip(self.blocks, per_block)):
+            features, block_trace = block(features, block_switches, spec=trace, index=index,
+                                          coarser_branch=coarser_branch)
+            if record is not None:
+                record.blocks.append(block_trace)
+        return (features, record) if record is not None else features
 
     def _check_inputs(self, features: Sequence[Tensor]) -> None:
         cfg = self.config

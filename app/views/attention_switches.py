@@ -11,6 +11,7 @@ from analysis.feature_maps import FeatureStages, color_scale_note, plot_feature_
 from app import compute
 from app.downloads import csv_download, figure_downloads, reduced_maps_table
 from app.drawing import detections_figure, show_feature_grid
+from app.notices import demo_model_notice, upload_notice
 from app.sidebar import dataset_or_stop, require_model
 
 ATTENTIONS = ("scale", "spatial", "task")
@@ -21,6 +22,7 @@ st.caption("Switch attentions off for this model at inference time. Off means th
            "3×3 conv), task off = a plain ReLU. The switches are passed with each call; the shared model is "
            "never changed, so other sessions are not affected.")
 ctx = require_model()
+demo_model_notice(ctx)
 B = ctx.num_blocks
 if B == 0:
     st.error("This model has no DyHead blocks: there is no attention to switch.")
@@ -47,9 +49,10 @@ st.markdown(f"**Chosen setting:** {setting}")
 
 
 def _image_tab(image) -> None:
+    upload_notice(ctx)
     threshold = st.slider("Score threshold", 0.05, 1.0, 0.3, 0.01, key="sw_threshold")
-    ref = compute.inspect_cached(ctx.ref.key, ctx.model, image.key, image.array, all_on, image.name)
-    other = ref if switch_key == all_on else compute.inspect_cached(ctx.ref.key, ctx.model, image.key, image.array,
+    ref = compute.inspect_cached(ctx.ref, ctx.model, image.key, image.array, all_on, image.name)
+    other = ref if switch_key == all_on else compute.inspect_cached(ctx.ref, ctx.model, image.key, image.array,
                                                                    switch_key, image.name)
     names = ctx.class_names
     diff = match_detections(ref.detections.as_detections(), other.detections.as_detections(), 0.5, threshold, names)
@@ -94,9 +97,10 @@ def _image_tab(image) -> None:
     opacity = f3.slider("Opacity", 0.0, 1.0, 0.6, 0.05, key="sw_opacity")
     # Both runs' maps in one FeatureStages, so that one colour range per level covers both rows.
     rows = [f"all on: {stage}", f"chosen: {stage}"]
-    pair = FeatureStages(image=image.array, stages=rows,
-                         maps={rows[0]: ref.stages.maps[stage], rows[1]: other.stages.maps[stage]},
-                         num_blocks=ref.stages.num_blocks, resized_size=ref.resized_size, strides=ref.strides)
+    pair = FeatureStages(image=image.array, stages=rows, maps={}, num_blocks=ref.stages.num_blocks,
+                         resized_size=ref.resized_size, strides=ref.strides, channels=ref.stages.channels,
+                         reduced={r: {rows[0]: ref.stages.reduced[r][stage], rows[1]: other.stages.reduced[r][stage]}
+                                  for r in ref.stages.reduced})
     reduced = reduce_stages(pair, reduction, "per_level", which=rows)
     show_feature_grid(pair, reduced, rows, opacity)
     st.caption("Colour scale shared across the two rows, one range per level, so brightness compares between "

@@ -7,16 +7,19 @@ import streamlit as st
 from app import compute
 from app.downloads import csv_download, figure_downloads
 from app.drawing import detections_figure
+from app.notices import demo_model_notice, upload_notice
 from app.sidebar import require_image, require_model
 
 st.title("Detect")
 ctx = require_model()
+demo_model_notice(ctx)
 image = require_image(ctx)
+upload_notice(ctx)
 
 threshold = st.slider("Score threshold", 0.0, 1.0, 0.3, 0.01, key="detect_threshold",
                       help="Boxes scoring below are hidden (the model keeps boxes from 0.05, as the official ATSS).")
 switch_key = compute.all_on_key(ctx.num_blocks)
-result = compute.detect_cached(ctx.ref.key, ctx.model, image.key, image.array, switch_key)
+result = compute.detect_cached(ctx.ref, ctx.model, image.key, image.array, switch_key, image.name)
 keep = result.scores >= threshold
 names = ctx.class_names
 

@@ -31,7 +31,7 @@ image = require_image(ctx)
 if ctx.num_blocks == 0:
     st.error("This model has no DyHead blocks: load a DyHead checkpoint to see live values.")
     st.stop()
-res = compute.inspect_cached(ctx.ref.key, ctx.model, image.key, image.array, compute.all_on_key(ctx.num_blocks),
+res = compute.inspect_cached(ctx.ref, ctx.model, image.key, image.array, compute.all_on_key(ctx.num_blocks),
                              image.name)
 B, L = res.num_blocks, res.num_levels
 st.caption(f"Live values: {image.name}, model `{ctx.checkpoint.name}`.")

@@ -15,18 +15,21 @@ from app import compute
 from app.controls import block_slider
 from app.downloads import csv_download, figure_downloads, reduced_maps_table
 from app.drawing import sampling_figure, sampling_points, show_feature_grid
+from app.notices import demo_model_notice, upload_notice
 from app.sidebar import require_image, require_model
 
 st.title("Inside the head")
 st.caption("What the DyHead tower computes for the current image, block by block (the paper's Figure 4 and more). "
            + LEVEL_NOTE[0].upper() + LEVEL_NOTE[1:] + ".")
 ctx = require_model()
+demo_model_notice(ctx)
 image = require_image(ctx)
+upload_notice(ctx)
 if ctx.num_blocks == 0:
     st.error("This model has no DyHead blocks (an ATSS baseline head): there is nothing inside to show.")
     st.stop()
 
-res = compute.inspect_cached(ctx.ref.key, ctx.model, image.key, image.array, compute.all_on_key(ctx.num_blocks),
+res = compute.inspect_cached(ctx.ref, ctx.model, image.key, image.array, compute.all_on_key(ctx.num_blocks),
                              image.name)
 # Each level's cells drawn where they lie on the image (its network-input size and strides).
 stages = with_geometry(res.stages, res.resized_size, res.strides)
@@ -42,8 +45,12 @@ reduction = c2.selectbox("Reduction", ["mean_abs", "l2", "max", "pca", "channel"
                          help="How the C channels become one map: mean |x|, L2 norm, max, one channel, or the first "
                               "three principal components as RGB.")
 if reduction == "channel":
-    channel = c2.number_input("Channel", 0, int(stages.maps[stages.stages[0]][0].shape[0]) - 1, 0, key="fm_channel")
+    channel = c2.number_input("Channel", 0, int(stages.channels) - 1, 0, key="fm_channel",
+                              help="Only reduced maps are kept after a pass, so a channel is one more pass.")
     reduction = f"channel:{int(channel)}"
+    with_channel = compute.inspect_cached(ctx.ref, ctx.model, image.key, image.array,
+                                          compute.all_on_key(ctx.num_blocks), image.name, channel=int(channel))
+    stages = with_geometry(with_channel.stages, res.resized_size, res.strides)
 _SCALE_LABELS = {"per_map": "each map its own", "per_stage": "one per row", "per_level": "shared across rows, per level",
                  "global": "shared by all maps"}
 color_scale = c3.radio("Colour scale", list(COLOR_SCALES), format_func=_SCALE_LABELS.get, key="fm_scale",
