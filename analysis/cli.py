@@ -86,6 +86,7 @@ def cmd_scale_ratios(args, report: _Report) -> None:
         plot_scale_ratios,
         ratio_summary,
         read_table,
+        saturation_note,
         write_ratios_csv,
     )
 
@@ -115,11 +116,13 @@ def cmd_scale_ratios(args, report: _Report) -> None:
     print("ratio: " + RATIO_DEFINITION)
     print("note: " + LEVEL_NOTE)
     report.wrote(run.weights_csv, "raw scale weights, long format")
-    ratios = compute_ratios(read_table(run.weights_csv))
+    weights = read_table(run.weights_csv)
+    ratios = compute_ratios(weights)
     report.wrote(write_ratios_csv(ratios, args.out / "scale_ratios.csv"), "ratio per image, block, level")
     summary = ratio_summary(ratios)
-    report.wrote(write_table(summary, args.out / "scale_ratio_summary.csv", [RATIO_DEFINITION, LEVEL_NOTE]),
-                 "median etc. per block and level")
+    saturation = saturation_note(weights, ratios)
+    report.wrote(write_table(summary, args.out / "scale_ratio_summary.csv", [RATIO_DEFINITION, LEVEL_NOTE, saturation]),
+                 "median, shares above / below / equal to 1 and with both weights at the 0.5 floor, per block and level")
     _save_figure(plot_scale_ratios(ratios), args.out, "scale_ratios", report, "Fig. 3 histograms")
     if world > 1:
         import torch.distributed as dist
@@ -128,7 +131,10 @@ def cmd_scale_ratios(args, report: _Report) -> None:
     last = summary[summary.block == summary.block.max()]
     print(f"last block, median scale ratio per level ({ratios.image_id.nunique()} images):")
     for row in last.itertuples():
-        print(f"  {row.level_name}: median {row.median:.4f}, share > 1: {row.share_above_1:.2f}")
+        print(f"  {row.pair}: median {row.median:.4f}, share > 1: {row.share_above_1:.2f}, = 1: "
+              f"{row.share_equal_1:.2f} (both weights at the 0.5 floor: {row.share_both_at_floor:.2f})")
+    print(saturation)
+    print(saturation_note(weights, ratios, int(summary.block.max())))
 
 
 def cmd_feature_maps(args, report: _Report) -> None:

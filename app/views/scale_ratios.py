@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from analysis.levels import LEVEL_NOTE
-from analysis.scale_ratios import RATIO_DEFINITION, plot_scale_ratios, plotly_scale_ratios, ratio_summary
+from analysis.scale_ratios import (RATIO_DEFINITION, plot_scale_ratios, plotly_scale_ratios, ratio_summary,
+                                   saturation_note, weight_saturation)
 from analysis.sources import SourceError
 from app import compute
 from app.controls import block_slider
@@ -13,9 +14,9 @@ from app.downloads import csv_download, figure_downloads
 from app.sidebar import dataset_or_stop, require_model
 
 st.title("Scale ratios")
-st.caption("The paper's Figure 3: for every level, the ratio of the learned scale weight of the higher-resolution "
-           "source to that of the lower-resolution one, over a dataset. " + RATIO_DEFINITION[0].upper() + RATIO_DEFINITION[1:]
-           + ". " + LEVEL_NOTE[0].upper() + LEVEL_NOTE[1:] + ".")
+st.caption("An analogue of the paper's Figure 3: for every level, the ratio of the learned scale weight of the "
+           "higher-resolution source to that of the lower-resolution one, over a dataset. "
+           + RATIO_DEFINITION[0].upper() + RATIO_DEFINITION[1:] + ". " + LEVEL_NOTE[0].upper() + LEVEL_NOTE[1:] + ".")
 ctx = require_model()
 if ctx.num_blocks == 0:
     st.error("This model has no DyHead blocks: there are no scale weights to show.")
@@ -68,19 +69,32 @@ if done < n:
     st.warning(f"Partial result: {done} of {n} images. Press **Resume the pass** to finish.")
 
 num_blocks = int(ratios["block"].max()) + 1
-block = block_slider("Block", num_blocks, key="sr_block")
+block = block_slider("Block shown", num_blocks, key="sr_block")
+st.markdown(f"**Block {block} of {num_blocks}** (the paper does not say which block its Figure 3 shows; the slider "
+            "picks one, the last by default).")
 st.plotly_chart(plotly_scale_ratios(ratios, block=block - 1), key="sr_hist")
-st.caption("What the paper reports for the official model on COCO val2017: scale attention pulls the finest level "
+st.caption("The paper reports, for the official model on COCO val2017, that scale attention pulls the finest level "
            "(its 'level 5', P3 here) towards lower resolution and the coarsest ('level 1', P7) towards higher "
-           "resolution, evening out the differences in scale between levels. Compare the P3 and P7 histograms; "
-           "note that with the official block's weights in [0.5, 1] every ratio lies between 0.5 and 2.")
+           "resolution. Read the ends with care: P4-P6 divide the finer neighbour's weight by the coarser one's, but "
+           "P3 and P7 have one neighbour only, so their ratio sets the level's own weight against that neighbour "
+           "(the legend names each pair). A P3 ratio above 1 or a P7 ratio below 1 can come from the level's own "
+           "weight alone, e.g. when it sits at the 1.0 ceiling, and is not the opposite of the paper's finding. The "
+           "weights lie in [0.5, 1], so every ratio lies between 0.5 and 2.")
 summary = ratio_summary(ratios)
-summary_block = summary[summary.block == block - 1].drop(columns=["block"])
+saturation = weight_saturation(weights)
+st.info(saturation_note(weights, ratios, block - 1)[0].upper() + saturation_note(weights, ratios, block - 1)[1:]
+        + ". A weight at the floor only says the logit was cut by the ReLU; a ratio of 1 with both weights there does "
+        "not mean the model weighs the two sources alike.")
+summary_block = summary[summary.block == block - 1].drop(columns=["block"]).merge(
+    saturation[saturation.block == block - 1].drop(columns=["block", "level_name"]), on="level")
 st.dataframe(summary_block.round(3), hide_index=True, key="sr_summary")
+st.caption("share_at_floor / share_at_ceiling: of all the level's weights (every image and source level) at 0.5 / "
+           "1.0; share_both_at_floor: ratios whose two weights both sit at 0.5.")
 
 d1, d2, d3 = st.columns([1.2, 1, 1])
 with d1:
-    figure_downloads(lambda: plot_scale_ratios(ratios), "scale_ratios_fig3", pdf=True, key="sr_fig")
+    figure_downloads(lambda: plot_scale_ratios(ratios, focus_block=block - 1), "scale_ratios_fig3", pdf=True,
+                     key="sr_fig")
 with d2:
     csv_download(ratios, "scale_ratios", key="sr_ratios", notes=[RATIO_DEFINITION, LEVEL_NOTE], label="Ratios CSV")
 with d3:

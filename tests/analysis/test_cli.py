@@ -34,6 +34,10 @@ def test_scale_ratios_command(tiny_checkpoint, tiny_data, tmp_path, capsys):
     assert RATIO_DEFINITION in out
     ratios = read_table(tmp_path / "scale_ratios.csv")
     assert RATIO_DEFINITION in ratios.attrs["notes"][0] and len(ratios) == 5 * 2 * 5
+    summary = read_table(tmp_path / "scale_ratio_summary.csv")
+    assert {"pair", "share_equal_1", "share_both_at_floor"} <= set(summary.columns)
+    assert "% of the scale weights sit at the 0.5 floor" in summary.attrs["notes"][2]
+    assert "P3: w(P3<-P3) / w(P3<-P4): median" in out and "block 2: " in out
     code, out = _run(["scale-ratios", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_data),
                       "--out", str(tmp_path), "--quiet"], capsys)
     assert "0 images computed now, 5 resumed" in out

@@ -157,3 +157,64 @@ def test_rerun_with_fewer_images_keeps_only_those(tiny_model, tiny_data, referen
     assert run.computed == 0
     assert sorted(read_table(out).image_id.unique()) == [1, 2, 3]
     assert _data_lines(out) == _data_lines(ref_out)[: 1 + 3 * 26]
+
+
+def _weights(rows) -> "pd.DataFrame":
+    """A weights table from (image_id, block, level, source_level, weight) rows."""
+    import pandas as pd
+
+    from analysis.levels import level_name
+
+    return pd.DataFrame([(i, f"{i}.jpg", b, l, level_name(l), s, level_name(s), w) for i, b, l, s, w in rows],
+                        columns=["image_id", "file_name", "block", "level", "level_name", "source_level",
+                                 "source_name", "weight"])
+
+
+def test_the_ends_are_labelled_with_their_own_pair(reference):
+    from analysis.scale_ratios import plot_scale_ratios, plotly_scale_ratios, ratio_label
+
+    assert ratio_label(0, 5) == "P3: w(P3<-P3) / w(P3<-P4)"
+    assert ratio_label(2, 5) == "P5: w(P5<-P4) / w(P5<-P6)"
+    assert ratio_label(4, 5) == "P7: w(P7<-P6) / w(P7<-P7)"
+    _, out = reference
+    ratios = compute_ratios(read_table(out))
+    assert [t.name for t in plotly_scale_ratios(ratios).data] == [ratio_label(l, 5) for l in range(5)]
+    assert "w(finer)" not in plotly_scale_ratios(ratios).layout.xaxis.title.text
+    fig = plot_scale_ratios(ratios, focus_block=0)
+    legend = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert legend[0] == ratio_label(0, 5) and legend[-1] == ratio_label(4, 5)
+    assert fig.axes[-1].get_title().startswith("block 1 of 2")
+    assert all("w(finer)" not in ax.get_xlabel() for ax in fig.axes)
+    summary = ratio_summary(ratios)
+    assert list(summary[summary.block == 0].pair) == [ratio_label(l, 5) for l in range(5)]
+
+
+def test_floor_and_ceiling_shares():
+    """Two images, one block, three levels: a ratio of 1 from two weights at the 0.5 floor is told apart
+    from one of two equal weights inside the range."""
+    from analysis.scale_ratios import saturation_note, weight_saturation
+
+    weights = _weights([
+        # image 1: P3 (sources P3, P4), P4 (P3, P4, P5), P5 (P4, P5)
+        (1, 0, 0, 0, 1.0), (1, 0, 0, 1, 0.5),
+        (1, 0, 1, 0, 0.5), (1, 0, 1, 1, 0.8), (1, 0, 1, 2, 0.5),  # P4 ratio 1: both at the floor
+        (1, 0, 2, 1, 0.7), (1, 0, 2, 2, 0.7),  # P5 ratio 1 inside the range
+        # image 2
+        (2, 0, 0, 0, 0.6), (2, 0, 0, 1, 0.6),
+        (2, 0, 1, 0, 0.9), (2, 0, 1, 1, 1.0), (2, 0, 1, 2, 0.6),
+        (2, 0, 2, 1, 0.5), (2, 0, 2, 2, 1.0),
+    ])
+    ratios = compute_ratios(weights)
+    assert list(ratios.numerator_weight[ratios.image_id == 1]) == [1.0, 0.5, 0.7]
+    summary = ratio_summary(ratios).set_index("level")
+    assert summary.loc[1, "share_equal_1"] == 0.5 and summary.loc[1, "share_both_at_floor"] == 0.5
+    assert summary.loc[2, "share_equal_1"] == 0.5 and summary.loc[2, "share_both_at_floor"] == 0.0
+    assert summary.loc[0, "share_above_1"] == 0.5 and summary.loc[0, "share_below_1"] == 0.0
+    sat = weight_saturation(weights).set_index("level")
+    assert sat.loc[0, "weights"] == 4 and sat.loc[0, "share_at_floor"] == 0.25 and sat.loc[0, "share_at_ceiling"] == 0.25
+    assert sat.loc[1, "share_at_floor"] == pytest.approx(2 / 6) and sat.loc[1, "share_at_ceiling"] == pytest.approx(1 / 6)
+    note = saturation_note(weights, ratios, block=0)
+    # 4 of 14 weights at 0.5, 3 at 1.0; 3 of 6 ratios are 1 (P4 and P5 of image 1, P3 of image 2), one of
+    # them with both weights at the floor
+    assert note == ("block 1: 28.6 % of the scale weights sit at the 0.5 floor and 21.4 % at the 1.0 ceiling; "
+                    "50.0 % of the ratios are exactly 1, 16.7 % because both weights sit at the floor")

@@ -209,6 +209,13 @@ def test_scale_ratio_pass_resumes(app_env, app_checkpoint, app_data):
     summary = at.dataframe[0].value
     assert set(summary["images"]) == {TINY_IMAGES}
     assert list(summary["level_name"]) == ["P3", "P4", "P5", "P6", "P7"]
+    # the ends name their own pair; floor and ceiling shares are reported; the block shown is stated
+    assert summary["pair"].iloc[0] == "P3: w(P3<-P3) / w(P3<-P4)"
+    assert summary["pair"].iloc[-1] == "P7: w(P7<-P6) / w(P7<-P7)"
+    assert {"share_equal_1", "share_both_at_floor", "share_at_floor", "share_at_ceiling"} <= set(summary.columns)
+    blocks = model.config.tower.num_blocks
+    assert any(i.value.startswith(f"Block {blocks}: ") and "sit at the 0.5 floor" in i.value for i in at.info)
+    assert any(f"Block {blocks} of {blocks}" in m.value for m in at.markdown)
     assert compute.scale_ratio_progress(ref, app_data, "val", list(range(1, TINY_IMAGES + 1))) == TINY_IMAGES
     # A fresh session (a reloaded page) shows the result from disk without running again.
     at = _app()
