@@ -1,4 +1,5 @@
-"""Model & data: what is loaded (checkpoint kind, configuration, notes) and the chosen dataset."""
+"""Model & data: what is loaded (checkpoint kind, configuration, notes), its classes (as pictures for the
+demo shapes, with the demo sample images), the chosen dataset, and how to load an official release."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import streamlit as st
 
 from analysis.sources import SourceError
 from app import compute
-from app.sidebar import KIND_NAMES, context
+from app.notices import OFFICIAL_SECTION, demo_model_line, readme_section
+from app.sidebar import KIND_NAMES, context, sample_images
 
 st.title("Model & data")
 ctx = context()
@@ -38,6 +40,37 @@ else:
         with st.expander("Checkpoint metadata"):
             st.code(json.dumps(info["meta"], indent=2, default=str), language="json")
 
+
+
+@st.cache_data(show_spinner=False)
+def _class_picture(name: str):
+    import numpy as np
+
+    from dyhead.data.demo import draw_example
+
+    return np.asarray(draw_example(name))
+
+
+if ctx.ready:
+    from dyhead.data.demo import CATEGORY_NAMES
+
+    st.subheader("Classes")
+    names = list(ctx.class_names)
+    if ctx.demo_model:
+        st.info(demo_model_line(names), icon=":material/info:")
+    if set(names) <= set(CATEGORY_NAMES):
+        st.caption("One example of each class, drawn by the demo data generator (`dyhead/data/demo.py`) that "
+                   "made the training images.")
+        for col, name in zip(st.columns(len(names)), names):
+            col.image(_class_picture(name), caption=name, width=72)
+        samples = sample_images()
+        st.caption(f"Sample images (`{samples[0].parent.name}/`, made by the same generator, never in the "
+                   "training data): pick one in the sidebar under **Image**.")
+        for col, path in zip(st.columns(len(samples)), samples):
+            col.image(str(path), caption=path.name)
+    else:
+        st.markdown(f"{len(names)} classes: " + ", ".join(names))
+
 st.subheader("Dataset")
 try:
     root = ctx.data_root()
@@ -48,3 +81,6 @@ else:
     st.markdown(f"**Root:** `{root}` · **split:** {ctx.split} · **images:** {len(records)}")
     st.dataframe(pd.DataFrame([{"image_id": r.image_id, "file": r.file_name} for r in records[:200]]),
                  hide_index=True, height=240, key="md_images")
+
+st.subheader("Official releases")
+st.markdown(readme_section(OFFICIAL_SECTION) or "See README.md, section *" + OFFICIAL_SECTION + "*.")

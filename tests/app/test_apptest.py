@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from analysis.sources import DEFAULT_CHECKPOINT
 from dyhead.config import AttentionSwitches
 
 from .conftest import APP_MAIN, TINY_IMAGES
@@ -26,7 +27,7 @@ PAGES = {
     "views/attention_switches.py": ("Attention on/off", []),
     "views/efficiency.py": ("Efficiency", ["Latency"]),
     "views/how_it_works.py": ("How it works", ["The coarser-branch quirk"]),
-    "views/model_data.py": ("Model & data", ["Model", "Dataset"]),
+    "views/model_data.py": ("Model & data", ["Model", "Classes", "Dataset", "Official releases"]),
 }
 
 
@@ -321,6 +322,74 @@ def test_device_and_coarser_mode_choices(app_env):
         _ok(at)
         assert any("CUDA is not available" in e.value for e in at.sidebar.error)
         assert any("No model loaded" in e.value for e in at.main.error)
+
+
+DEMO_NOTICE_PAGES = ("views/detect.py", "views/inside_head.py", "views/attention_switches.py")
+
+
+def _demo_notices(at: AppTest) -> list[str]:
+    return [i.value for i in at.info if i.value.startswith("**Demo model:**")]
+
+
+@pytest.mark.skipif(not DEFAULT_CHECKPOINT.is_file(), reason=f"bundled demo model {DEFAULT_CHECKPOINT} not present")
+def test_demo_model_is_named_on_the_image_pages(app_env, tmp_path):
+    """The bundled demo model (and a copy of the file elsewhere) says what it knows on the Detect, Inside
+    the head and Attention on/off pages, with a link to the official releases; an upload gets a note;
+    another model gets neither."""
+    import shutil
+
+    from analysis.sources import load_model
+    from dyhead.checkpoint import save_checkpoint
+    from dyhead.detector import build_detector
+    from .conftest import tiny_detector_config
+
+    names = load_model(DEFAULT_CHECKPOINT, "cpu")[0].config.class_names
+    at = _app()
+    at.sidebar.text_input(key="checkpoint").set_value(str(DEFAULT_CHECKPOINT)).run()
+    for page in DEMO_NOTICE_PAGES:
+        at.switch_page(page).run()
+        _ok(at)
+        notices = _demo_notices(at)
+        assert len(notices) == 1, page
+        assert f"knows {len(names)} shapes ({', '.join(names)})" in notices[0] and "generated images" in notices[0]
+        assert [p.value for p in at.get("page_link")] == ["Official weights and COCO: how to load an official release"]
+        assert not at.warning, page  # a sample image: no upload note
+    at.switch_page("views/model_data.py").run()
+    _ok(at)
+    assert len(_demo_notices(at)) == 1
+    pictures = [c for img in at.get("image") for c in img.captions]
+    assert pictures[: len(names)] == list(names)  # one drawn example per class, in the model's order
+    assert [p for p in pictures if p.startswith("demo_sample_")]  # and the bundled samples
+    assert any("dyhead_r50_atss_fpn_1x.pth" in m.value for m in at.markdown)  # the README's section
+    # An upload: the sidebar and the image pages say photos need an official release.
+    at.switch_page("views/detect.py").run()
+    at.sidebar.radio(key="image_source").set_value("Upload").run()
+    assert any("Real photos need an official DyHead release" in c.value for c in at.sidebar.caption)
+    at.sidebar.file_uploader(key="upload").set_value(("cat.png", _png("RGB", (64, 48), (150, 120, 90)),
+                                                      "image/png")).run()
+    _ok(at)
+    assert [w.value for w in at.warning if "Real photos need an official DyHead release" in w.value]
+    at.switch_page("views/inside_head.py").run()
+    assert [w.value for w in at.warning if "Real photos need an official DyHead release" in w.value]
+    # A copy of the bundled file elsewhere is still the demo model.
+    copy = shutil.copy(DEFAULT_CHECKPOINT, tmp_path / "renamed.pt")
+    at = _app()
+    at.sidebar.text_input(key="checkpoint").set_value(str(copy)).run()
+    assert len(_demo_notices(at)) == 1
+    # Another model: no notice, no link, no upload note.
+    torch.manual_seed(0)
+    other = save_checkpoint(tmp_path / "mine.pt", build_detector(tiny_detector_config(1)).eval())
+    at = _app()
+    at.sidebar.text_input(key="checkpoint").set_value(str(other)).run()
+    at.sidebar.radio(key="image_source").set_value("Upload").run()
+    at.sidebar.file_uploader(key="upload").set_value(("cat.png", _png("RGB", (64, 48), (150, 120, 90)),
+                                                      "image/png")).run()
+    assert not any("Real photos" in c.value for c in at.sidebar.caption)
+    for page in (*DEMO_NOTICE_PAGES, "views/model_data.py"):
+        at.switch_page(page).run()
+        _ok(at)
+        assert not _demo_notices(at) and not at.get("page_link"), page
+        assert not any("Real photos" in w.value for w in at.warning), page
 
 
 def test_official_detectron2_file(app_env, conformance_dir, tmp_path):

@@ -144,3 +144,20 @@ def test_command_line_writes_coco_layout_and_samples(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["demo_sample_0.jpg", "demo_sample_1.jpg"]
     with pytest.raises(SystemExit):
         demo.main(["--out", str(tmp_path), "--size", "100"])
+
+
+def test_draw_example_is_one_shape_in_its_class_colour():
+    import colorsys
+
+    from dyhead.data.demo import CATEGORIES, draw_example
+
+    for name, hue in CATEGORIES:
+        img = np.asarray(draw_example(name, size=64))
+        assert img.shape == (64, 64, 3)
+        assert tuple(img[0, 0]) == (236, 236, 236)  # plain background in the corner
+        # The ring is hollow: look on its band; every other shape covers its centre.
+        y, x = (32, 32 - int(0.8 * 64 / 2 * 0.8)) if name == "ring" else (32, 32)
+        h, s, _ = colorsys.rgb_to_hsv(*(img[y, x] / 255.0))
+        assert s > 0.5 and min(abs(h - hue), 1 - abs(h - hue)) < 0.02, name
+    with pytest.raises(ValueError, match="unknown demo category"):
+        draw_example("cat")
