@@ -17,7 +17,6 @@ Several GPUs: ``torchrun --nproc-per-node 8 -m analysis scale-ratios --out DIR``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -58,7 +57,7 @@ def _model(args):
     from .sources import load_model
 
     model, info = load_model(args.checkpoint, device=args.device)
-    print(f"model: {info.get('path')} ({info.get('kind')}), {model.config.tower.num_blocks} DyHead blocks, "
+    print(f"model: {info.path} ({info.kind}), {model.config.tower.num_blocks} DyHead blocks, "
           f"on {next(model.parameters()).device}")
     return model
 
@@ -276,20 +275,13 @@ def _device_or_none(device: str) -> Optional[str]:
 
 
 def _init_distributed(args) -> tuple[int, int]:
-    """Under torchrun (WORLD_SIZE > 1): join the process group, one GPU per rank."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world == 1:
-        return 0, 1
-    import torch
-    import torch.distributed as dist
+    """Under torchrun (WORLD_SIZE > 1): join the process group (`dyhead.distributed`), one GPU per rank."""
+    from dyhead.distributed import join_process_group
 
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        args.device = f"cuda:{local}"
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+    info, device = join_process_group(args.device)
+    if info.world_size > 1:
+        args.device = str(device)
+    return info.rank, info.world_size
 
 
 def build_parser() -> argparse.ArgumentParser:

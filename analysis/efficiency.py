@@ -27,7 +27,6 @@ from the tower deltas by the predictors (the baseline's are 3x3, DyHead's 1x1: 3
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
@@ -39,6 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from dyhead.config import DyHeadConfig
 from dyhead.detector import feature_sizes
 from dyhead.head import ATSSHead
+from dyhead.device import inference_autocast, synchronize
 from dyhead.tower import DyHeadTower
 
 __all__ = [
@@ -162,19 +162,16 @@ def _pyramid(sizes: Sequence[tuple[int, int]], channels: int, device, dtype=torc
 
 
 def measure_latency(module: nn.Module, features: Sequence[Tensor], repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall time (ms) of one forward pass; CUDA work is synchronised and run under fp16 autocast."""
+    """Median wall time (ms) of one forward pass, under the inference autocast policy
+    (`dyhead.device.inference_autocast`: float16 on CUDA, float32 on the CPU); CUDA work is synchronised."""
     device = features[0].device
-    cuda = device.type == "cuda"
-    ctx = torch.autocast("cuda", dtype=torch.float16) if cuda else nullcontext()
     times = []
-    with torch.inference_mode(), ctx:
+    with torch.inference_mode(), inference_autocast(device):
         for i in range(warmup + repeats):
-            if cuda:
-                torch.cuda.synchronize(device)
+            synchronize(device)
             start = time.perf_counter()
             module(features)
-            if cuda:
-                torch.cuda.synchronize(device)
+            synchronize(device)
             if i >= warmup:
                 times.append((time.perf_counter() - start) * 1000.0)
     times.sort()

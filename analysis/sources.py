@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import torch
 
 from dyhead.data.coco import DatasetError, SplitPaths, load_coco, resolve_split
 

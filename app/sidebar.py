@@ -16,7 +16,7 @@ import numpy as np
 import streamlit as st
 
 from . import compute
-from .paths import SAMPLE_DIRS, cache_dir, default_checkpoint, default_data_root, optional_path
+from .paths import SAMPLE_DIRS, cache_dir, default_checkpoint, default_data_root
 
 __all__ = ["AppContext", "PickedImage", "draw_sidebar", "context", "load_upload", "sample_images", "require_model"]
 
@@ -58,7 +58,7 @@ class AppContext:
     data_root_text: str  # "" = the demo data
     split: str
     model: object = None
-    info: Optional[dict] = None
+    info: Optional[object] = None  # dyhead.weights.LoadInfo
     ref: Optional[compute.ModelRef] = None
     model_error: str = ""
     demo_model: bool = False  # the bundled demo model (`analysis.sources.is_demo_model`)
@@ -180,7 +180,7 @@ def _load_into(ctx: AppContext, sb) -> None:
     ctx.demo_model = is_demo_model(path)
     tower = model.config.tower
     sb.caption(
-        f"**{KIND_NAMES.get(info.get('kind'), info.get('kind'))}** · running on **{device}**"
+        f"**{KIND_NAMES.get(info.kind, info.kind)}** · running on **{device}**"
         + (" (auto)" if ctx.device_request == "auto" else "")
         + f" · {tower.num_blocks} blocks × {tower.channels} ch · coarser branch: "
         + (ctx.coarser or tower.coarser_branch.value)

@@ -12,11 +12,11 @@ autocast, as `predict` runs it.
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import torch
 
+from dyhead.device import inference_autocast
 from dyhead.detector import PRESETS, build_detector
 
 from .common import (
@@ -46,8 +46,7 @@ def main(argv=None) -> None:
 
     def forward(impl: str, amp: bool = False):
         def run():
-            ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
-            with deform_impl(impl), torch.inference_mode(), ctx:
+            with deform_impl(impl), torch.inference_mode(), inference_autocast(device, "float16" if amp else "float32"):
                 out = model(batch)
             return [out.cls_logits, out.bbox_deltas, out.centerness]
 

@@ -4,7 +4,7 @@ It follows the official `DyConv.forward` (microsoft/DynamicHead, dyhead/dyhead.p
 per level, one `torchvision.ops.deform_conv2d` call per branch, branches stacked, scale weights from
 `AttnConv` + h_sigmoid, a mean, then DyReLU. Parameters use the official names (`DyConv.{0,1,2}`,
 `AttnConv.1`, `relu.fc.{0,2}`, `offset`), so our `DyHeadTower`'s weights load through
-`dyhead.tower.official_tower_key_map`.
+`dyhead.weights.official_tower_key_map`.
 
 The coarser branch reads its offsets the way the official CUDA kernel does (conformance README,
 section 3): the first 18*H'*W' values of each image's [18, H_l, W_l] offset map.
@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
-from dyhead.tower import DyHeadTower, official_tower_key_map
+from dyhead.tower import DyHeadTower
+from dyhead.weights import official_tower_key_map
 
 
 def _h_sigmoid(x: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ implementation computes it, with attention switches and traces passed per call.
 """
 
 from .config import AttentionSwitches, CoarserBranchMode, DyHeadConfig, knock_out
-from .checkpoint import load_detector, save_checkpoint
+from .weights import load_detector, save_checkpoint
 from .detector import PRESETS, DetectorConfig, DyHeadDetector, build_detector
 from .preprocess import load_image
 from .tower import DyHeadTower, TowerTrace

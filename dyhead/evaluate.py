@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
 from dyhead.config import AttentionSwitches, SwitchesArg

@@ -84,9 +84,9 @@ def main(argv=None) -> int:
         return 2
     cfg = model.config
     ids = _image_ids(args.annotations)
-    print(f"model: {info['kind']} checkpoint {args.checkpoint} ({cfg.num_classes} classes, "
+    print(f"model: {info.kind} checkpoint {args.checkpoint} ({cfg.num_classes} classes, "
           f"{cfg.tower.num_blocks} DyHead blocks) on {device}")
-    for note in info.get("notes", []):
+    for note in info.notes:
         print(f"note: {note}")
 
     results, failed = [], []

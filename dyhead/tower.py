@@ -17,7 +17,7 @@ from .block import BlockTrace, DyHeadBlock, LevelTrace
 from .config import CoarserBranchMode, DyHeadConfig, SwitchesArg, switches_per_block
 from .trace import TraceSpec
 
-__all__ = ["DyHeadTower", "TowerTrace", "BlockTrace", "LevelTrace", "official_tower_key_map"]
+__all__ = ["DyHeadTower", "TowerTrace", "BlockTrace", "LevelTrace"]
 
 
 @dataclass
@@ -76,29 +76,3 @@ class DyHeadTower(nn.Module):
                 raise ValueError(
                     f"level {level}: expected [{n}, {cfg.channels}, H, W], got {list(f.shape)}"
                 )
-
-
-#: Our sub-module names -> the official DyConv's (microsoft/DynamicHead, dyhead/dyhead.py).
-_OFFICIAL_NAMES = {
-    "spatial_offsets": "offset",
-    "from_coarser.conv": "DyConv.0.conv",
-    "from_coarser.norm": "DyConv.0.bn",
-    "same_level.conv": "DyConv.1.conv",
-    "same_level.norm": "DyConv.1.bn",
-    "from_finer.conv": "DyConv.2.conv",
-    "from_finer.norm": "DyConv.2.bn",
-    "scale_attention.fc": "AttnConv.1",
-    "task_attention.fc1": "relu.fc.0",
-    "task_attention.fc2": "relu.fc.2",
-}
-
-
-def official_tower_key_map(num_blocks: int) -> dict[str, str]:
-    """{our tower key: official key relative to `dyhead_tower.`}, e.g.
-    'blocks.0.same_level.conv.weight' -> '0.DyConv.1.conv.weight'."""
-    mapping = {}
-    for b in range(num_blocks):
-        for ours, theirs in _OFFICIAL_NAMES.items():
-            for param in ("weight", "bias"):
-                mapping[f"blocks.{b}.{ours}.{param}"] = f"{b}.{theirs}.{param}"
-    return mapping

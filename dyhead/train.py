@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -45,6 +43,8 @@ from dyhead.backbone import BackboneConfig
 from dyhead.config import DyHeadConfig
 from dyhead.data.coco import Batch, CocoDetection, DatasetError, collate
 from dyhead.detector import PRESETS, DetectorConfig, DyHeadDetector, build_detector
+from dyhead.device import training_autocast
+from dyhead.distributed import join_process_group
 from dyhead.losses import GroundTruth, atss_losses
 
 __all__ = ["TrainPreset", "TRAIN_PRESETS", "TrainState", "Trainer", "lr_factor", "build_train_config", "main"]
@@ -161,44 +161,6 @@ def build_train_config(preset: TrainPreset, dataset: CocoDetection, *, no_scale_
 
 
 # ---------------------------------------------------------------------------------------------
-# Distributed setup
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
-    """Process group from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), or a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        if device_name == "auto":
-            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            device = torch.device(device_name)
-        return DistInfo(), device
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available() and device_name != "cpu":
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-        backend = "nccl"
-    else:
-        device = torch.device("cpu")
-        backend = "gloo"
-    torch.distributed.init_process_group(backend=backend, init_method="env://")
-    return DistInfo(rank, world, local_rank), device
-
-
-# ---------------------------------------------------------------------------------------------
 # The training loop
 # ---------------------------------------------------------------------------------------------
 
@@ -219,7 +181,7 @@ class Trainer:
                  no_spatial_attention: bool = False, no_task_attention: bool = False,
                  eval_period: int = 0, eval_images: int = 100, eval_split: str = "val",
                  progress: bool = True, amp: bool = True) -> None:
-        self.dist, self.device = init_distributed(device)
+        self.dist, self.device = join_process_group(device)
         self.preset = preset if max_iter is None else replace(preset, max_iter=max_iter)
         self.seed = seed
         self.time_budget_s = time_budget_s
@@ -314,7 +276,7 @@ class Trainer:
         batch = self._batch(self.state.iteration)
         images = batch.images.to(self.device, non_blocking=True)
         gts = [GroundTruth(b.to(self.device), l.to(self.device)) for b, l in zip(batch.boxes, batch.labels)]
-        ctx = torch.autocast("cuda", dtype=torch.float16) if self.use_amp else nullcontext()
+        ctx = training_autocast(self.device, self.use_amp)
         with ctx:
             outputs = self.ddp_model(images)
         losses = atss_losses(self.model.anchors(images), gts, outputs.cls_logits, outputs.bbox_deltas,

@@ -25,20 +25,20 @@ else:
     cfg = ctx.model.config
     info = ctx.info
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Checkpoint kind", KIND_NAMES.get(info.get("kind"), str(info.get("kind"))))
+    c1.metric("Checkpoint kind", KIND_NAMES.get(info.kind, info.kind))
     c2.metric("Device", str(ctx.model.device), help=f"requested: {ctx.device_request}")
     c3.metric("DyHead blocks", cfg.tower.num_blocks)
     c4.metric("Parameters", f"{sum(p.numel() for p in ctx.model.parameters()) / 1e6:.2f} M")
     st.markdown(f"**File:** `{ctx.checkpoint}` · **classes:** {', '.join(cfg.class_names[:12])}"
                 + (" ..." if len(cfg.class_names) > 12 else "")
                 + f" · **coarser branch:** {cfg.tower.coarser_branch.value} · **test size:** {cfg.min_size}/{cfg.max_size}")
-    for note in info.get("notes", []):
+    for note in info.notes:
         st.caption(note)
     with st.expander("Configuration"):
         st.code(json.dumps(cfg.to_dict(), indent=2), language="json")
-    if info.get("meta"):
+    if info.meta:
         with st.expander("Checkpoint metadata"):
-            st.code(json.dumps(info["meta"], indent=2, default=str), language="json")
+            st.code(json.dumps(info.meta, indent=2, default=str), language="json")
 
 
 

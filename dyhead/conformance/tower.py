@@ -19,7 +19,8 @@ from torch import Tensor
 
 from ..block import _coarser_offsets
 from ..config import CoarserBranchMode, DyHeadConfig
-from ..tower import DyHeadTower, official_tower_key_map
+from ..tower import DyHeadTower
+from ..weights.official import official_tower_key_map
 
 TOWER_PREFIX = "state_dict.dyhead_tower."
 

@@ -45,7 +45,7 @@ def test_own_format_round_trip_is_bit_identical(tmp_path, model):
     raw = torch.load(path, weights_only=True)
     assert raw["format"] == "dyhead-explorer" and raw["version"] == 1 and raw["meta"]["epochs"] == 3
     loaded, info = load_detector(path)
-    assert info["kind"] == "own" and loaded.config == model.config and not loaded.training
+    assert info.kind == "own" and loaded.config == model.config and not loaded.training
     same_predictions(model, loaded, [make_image(), make_image(70, 100, seed=3)])
 
 
@@ -58,7 +58,7 @@ def test_official_detectron2_file_loads_with_inferred_widths(tmp_path, model):
     path = tmp_path / "release.pth"
     torch.save({"model": official_state(model), "__author__": "someone", "iteration": 90000}, path)
     loaded, info = load_detector(path, min_size=96, max_size=160)
-    assert info["kind"] == "detectron2" and info["notes"] == []
+    assert info.kind == "detectron2" and info.notes == ()
     cfg = loaded.config
     assert (cfg.backbone.stem_out, cfg.backbone.base_width, cfg.backbone.res2_out) == (8, 8, 32)
     assert (cfg.fpn_channels, cfg.tower.num_blocks, cfg.tower.channels, cfg.num_classes) == (32, 2, 32, 3)
@@ -73,8 +73,8 @@ def test_bare_state_dict_and_legacy_anchor_buffers(tmp_path, model):
     path = tmp_path / "v04.pth"
     torch.save(state, path)
     _, info = load_detector(path, coarser_branch="crop")
-    assert "ignored 5 anchor buffer(s)" in info["notes"][0]
-    assert info["config"]["tower"]["coarser_branch"] == "crop"
+    assert "ignored 5 anchor buffer(s)" in info.notes[0]
+    assert info.config.tower.coarser_branch.value == "crop"
 
 
 def test_missing_unexpected_and_misshapen_keys(tmp_path, model):
@@ -158,7 +158,7 @@ def test_mmdetection_tower_import(tmp_path, model):
     path = tmp_path / "mmdet.pth"
     torch.save({"meta": {"epoch": 12}, "state_dict": mm}, path)
     loaded, info = load_tower_state(path)
-    assert info["kind"] == "mmdet" and info["prefix"] == "neck.1."
+    assert info.kind == "mmdet" and info.prefix == "neck.1."
     assert loaded.config.coarser_branch == CoarserBranchMode.CROP and loaded.config.num_blocks == 2
     g = torch.Generator().manual_seed(0)
     feats = [torch.randn(1, 32, s, s, generator=g) for s in (16, 8, 4, 2, 1)]
@@ -183,5 +183,5 @@ def test_own_file_does_not_need_the_imagenet_weights_again(tmp_path):
     path = save_checkpoint(tmp_path / "tv.pt", model)
     weights.unlink()
     loaded, info = load_detector(path)
-    assert loaded.config.backbone.weights_path is None and "not read again" in info["notes"][0]
+    assert loaded.config.backbone.weights_path is None and "not read again" in info.notes[0]
     assert torch.equal(loaded.backbone.body.conv1.weight, model.backbone.body.conv1.weight)

@@ -41,7 +41,7 @@ def release_like(conformance_dir, tmp_path_factory):
 
 def test_release_layout_loads_every_key(release_like):
     model, info = load_detector(release_like, min_size=160, max_size=256)
-    assert info["kind"] == "detectron2"
+    assert info.kind == "detectron2"
     cfg = model.config
     assert (cfg.backbone.depth, cfg.fpn_channels, cfg.tower.num_blocks, cfg.num_classes) == (50, 256, 6, 80)
     assert sum(p.numel() for p in model.parameters()) == 38_849_090

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from dyhead.block import _coarser_offsets
 from dyhead.config import AttentionSwitches, CoarserBranchMode, DyHeadConfig
-from dyhead.conformance.tower import build_tower, compare_tower, level_names, tower_config
-from dyhead.tower import DyHeadTower, official_tower_key_map
+from dyhead.conformance.tower import compare_tower, level_names, tower_config
+from dyhead.tower import DyHeadTower
+from dyhead.weights import official_tower_key_map
 from tests.conftest import TEST_DATA
 
 SIZES = [(25, 38), (13, 19), (7, 10), (4, 5), (2, 3)]  # odd on purpose: ceil halving

@@ -77,7 +77,7 @@ def test_loss_decreases_and_resume_is_exact(tiny_data, tmp_path):
     state = torch.load(tmp_path / "resumed" / "resume.pt", weights_only=True)
     assert state["iteration"] == 12
     model, info = load_detector(tmp_path / "resumed" / "model_last.pt")
-    assert model.config.class_names == demo.CATEGORY_NAMES and info["meta"]["iteration"] == 12
+    assert model.config.class_names == demo.CATEGORY_NAMES and info.meta["iteration"] == 12
     lines = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in lines] == list(range(1, 17))
 
