@@ -25,13 +25,14 @@ OFFSET_CHANNELS = 2 * KERNEL_TAPS
 def hard_sigmoid(x: Tensor) -> Tensor:
     """relu6(x + 3) / 6, the official `h_sigmoid`.
 
-    Not the paper's (x + 1) / 2 of Eq. (2): the code's version is what the released weights expect.
+    Not the paper's max(0, min(1, (x + 1) / 2)) of Eq. (3): the code's version is what the released
+    weights expect.
     """
     return F.relu6(x + 3.0) / 6.0
 
 
 class SpatialOffsets(nn.Conv2d):
-    """Predicts the spatial-aware attention of Eq. (3) at one level: offsets and modulation masks.
+    """Predicts the spatial-aware attention of Eq. (4) at one level: offsets and modulation masks.
 
     A plain 3x3 conv with 27 outputs: channels 0-17 are the raw offsets (no tanh, no scaling;
     channel 2k = dy, 2k+1 = dx of tap k = 3*i + j), channels 18-26 pass a sigmoid and become masks.
@@ -75,7 +76,7 @@ class DeformConvNorm(nn.Module):
 
 
 class ScaleAttention(nn.Module):
-    """Scale-aware attention pi_L (paper Eq. 2), official `AttnConv` + `h_sigmoid`.
+    """Scale-aware attention pi_L (paper Eq. 3), official `AttnConv` + `h_sigmoid`.
 
     One scalar per image and branch: hard_sigmoid(relu(fc(global average pool))). Because of the
     ReLU the weight lies in [0.5, 1]. One module serves every branch and level of a block.
@@ -118,12 +119,15 @@ class DyReLUCoefficients:
 
 
 class TaskAttention(nn.Module):
-    """Task-aware attention pi_C (paper Eqs. 4-5): DyReLU-B as the official `DYReLU` computes it.
+    """Task-aware attention pi_C (paper Eq. 5): DyReLU-B as the official `DYReLU` computes it.
 
     Pools one level over H x W, then FC(C -> C/4) -> ReLU -> FC(C/4 -> 4C) -> hard sigmoid gives
     y in [0, 1]^4C, split in the order a1, b1, a2, b2 and normalised to
     a1 in [0, 2], a2 in [-1, 1], b1, b2 in [-0.5, 0.5] (lambda = 2, initial a = (1, 0), b = (0, 0)).
     At y = 0.5 this is a plain ReLU, the paper's initial point.
+    The paper's hyper-function differs: it pools over L x S (all levels), has a normalisation layer
+    after the two FC layers, and maps the output to [-1, 1] with a shifted sigmoid; the code has no
+    normalisation layer, pools each level alone and uses these per-coefficient ranges.
     """
 
     def __init__(self, channels: int, *, reduction: int) -> None:

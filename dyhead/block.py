@@ -1,6 +1,6 @@
 """One DyHead block, computed as the official `DyConv` computes it.
 
-Paper: Dai et al., CVPR 2021, Sec. 3.2, Eq. (1): W(F) = pi_C(pi_S(pi_L(F) . F) . F) . F.
+Paper: Dai et al., CVPR 2021, Sec. 3.2, Eq. (2): W(F) = pi_C(pi_S(pi_L(F) . F) . F) . F.
 The official block fuses the scale-aware (pi_L) and spatial-aware (pi_S) steps: for each output level l
 it runs a modulated deformable conv on level l (stride 1), on the finer level l-1 (stride 2) and on the
 coarser level l+1 (at its own size, then bilinearly upsampled), weights each result by a scale-attention

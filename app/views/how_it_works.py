@@ -48,9 +48,11 @@ with left:
         "image, how much each level should count when levels are mixed: it pools a level to one number, maps it "
         "through a learned linear function and a hard sigmoid, and multiplies the level by the result (Eq. 3, above).")
     st.markdown(
-        "**In the official code** the weight is computed per *branch* (see π_S below) after the deformable conv: "
-        "average over H×W only, a learned 1×1 conv C→1, a ReLU, then `relu6(x + 3) / 6`. Because of the ReLU the "
-        "weight never drops below 0.5: it lies in **[0.5, 1]**, not [0, 1].")
+        "**The official code computes something else.** The weight is computed per *branch* (see π_S below) after "
+        "the deformable conv, not before it: average over H×W only (not S×C), a learned 1×1 conv C→1, a **ReLU**, "
+        "then the hard sigmoid `relu6(x + 3) / 6` instead of the paper's σ(x) = (x + 1) / 2. Because of the ReLU "
+        "the weight never drops below 0.5: it lies in **[0.5, 1]**, not [0, 1], and sits exactly at 0.5 whenever the "
+        "1×1 conv's output is ≤ 0 (at 1.0 when it is ≥ 3).")
 with right:
     x = torch.linspace(-4.0, 4.0, 161)
     fig = go.Figure()
@@ -90,9 +92,12 @@ with left:
         "result is then averaged over levels (Eq. 4, above).")
     st.markdown(
         "**In the official code** each output level l predicts its own offsets and masks (a 3×3 conv with 27 "
-        "outputs: 18 offsets and 9 masks through a sigmoid) and uses them for up to three branches: level l "
-        "itself, the finer level l-1 (stride 2) and the coarser level l+1 (then upsampled). Only direct "
-        "neighbours are mixed, not all L levels, and every conv is followed by GroupNorm(16).")
+        "outputs: 18 offsets and 9 masks through a sigmoid) from its own feature and passes them to up to three "
+        "branches, which use them differently: level l itself reads them as predicted; the finer level l-1 is "
+        "sampled by a stride-2 conv, so the 3×3 grid and the offsets are in the finer map's pixels (half a level-l "
+        "cell each); the coarser level l+1 reads the same buffer scrambled (the quirk below) before its result is "
+        "upsampled. Only direct neighbours are mixed, not all L levels, and every conv is followed by "
+        "GroupNorm(16).")
 with right:
     rows = []
     for l in range(L):
@@ -116,9 +121,12 @@ with left:
         "ReLU: for every channel it takes the larger of two lines whose slopes and intercepts are computed from the "
         "pooled feature itself, so it can switch channels on and off per image (Eq. 5, above).")
     st.markdown(
-        "**In the official code** each level is pooled separately over H×W (the paper pools over L×S), then "
-        "FC(C→C/4) → ReLU → FC(C/4→4C) → `relu6(x + 3) / 6`, normalised to α¹ ∈ [0, 2], α² ∈ [−1, 1], "
-        "β¹, β² ∈ [−0.5, 0.5]. At the centre this is exactly a ReLU (α¹ = 1, the rest 0), the paper's starting point.")
+        "**The paper's hyper-function θ** pools over L×S, then two fully connected layers and a *normalisation "
+        "layer*, then a shifted sigmoid that maps the output to [−1, 1]. **The official code** pools each level "
+        "separately over H×W, then FC(C→C/4) → ReLU → FC(C/4→4C) with **no normalisation layer**, then the hard "
+        "sigmoid `relu6(x + 3) / 6` ∈ [0, 1], rescaled per coefficient to α¹ ∈ [0, 2], α² ∈ [−1, 1], "
+        "β¹, β² ∈ [−0.5, 0.5] (not all of them [−1, 1]). At the centre y = 0.5 this is exactly a ReLU (α¹ = 1, the "
+        "rest 0), the paper's starting point.")
 with right:
     c1, c2 = st.columns(2)
     level = c1.selectbox("Level", list(range(L)), format_func=lambda l: level_name(l), key="hw_level")
@@ -146,29 +154,39 @@ with right:
 # ------------------------------------------------------------------------------------------------
 st.header("The paper's equations and the official code")
 st.markdown(
-    "The released implementation (microsoft/DynamicHead, `DyConv`) computes what the equations describe, in a "
-    "different order and with a few details the paper does not state. This project reproduces the code (its "
-    "outputs match the official ones to float64 precision).")
+    "The released implementation (microsoft/DynamicHead, `DyConv`) does not compute Eqs. 2-5 as written: it "
+    "runs the spatial step before the scale step and fuses them, uses a different scale function with another "
+    "range, mixes neighbours only, and builds DyReLU's coefficients differently. The rows below list each "
+    "difference; those marked *contradicts* change what is computed, not just a detail left unsaid. This project "
+    "reproduces the code: in float64 its tower differs from the official golden data by at most about 3e-14 "
+    "(round-off) with its fast CPU deformable conv, and not at all with torchvision's kernel.")
 st.dataframe(pd.DataFrame([
-    ("Order", "π_L, then π_S, then π_C", "π_S first (deformable conv + GN on each source level), then π_L weights "
-     "each branch; the two fuse into one weighted mean, then π_C"),
-    ("Levels mixed", "all L levels (1/L Σ_l)", "the level and its direct neighbours only: 2 branches at the ends, "
-     "3 in the middle; the mean divides by the branches present"),
-    ("Scale weight", "σ(x) = (x+1)/2 clipped, over S and C", "relu6(ReLU(x) + 3) / 6 over H×W, in [0.5, 1], one per "
-     "image and branch"),
-    ("Offsets", "from the 'median level'", "from each output level's own feature, shared by its three branches"),
-    ("DyReLU pooling", "over L×S", "per level over H×W: one set of α, β per level and image"),
-    ("Coarser branch", "-", "its conv runs at level l+1's size but reads level l's offset maps (issue 25): "
-     "official / crop / upsample-first readings, chosen in the sidebar"),
+    ("Order (contradicts)", "π_L, then π_S, then π_C (Eq. 2)", "π_S first (deformable conv + GN on each source "
+     "level), then π_L weights each branch's output; the two fuse into one weighted mean, then π_C"),
+    ("Levels mixed (contradicts)", "all L levels (1/L Σ_l, Eq. 4)", "the level and its direct neighbours only: 2 "
+     "branches at the ends, 3 in the middle; the mean divides by the branches present"),
+    ("Scale weight (contradicts)", "σ(x) = max(0, min(1, (x+1)/2)) of f(mean over S and C), in [0, 1] (Eq. 3)",
+     "relu6(ReLU(f(mean over H×W)) + 3) / 6: a ReLU, then another hard sigmoid; in [0.5, 1], one per image and "
+     "branch"),
+    ("Offsets", "from the 'median level' (Eq. 4)", "from each output level's own feature; used as predicted by the "
+     "same level, in the finer map's pixels by the stride-2 finer branch, scrambled by the coarser branch"),
+    ("DyReLU θ (contradicts)", "pool over L×S, 2 FC, a normalisation layer, shifted sigmoid to [−1, 1] (Eq. 5)",
+     "pool per level over H×W, FC → ReLU → FC, no normalisation layer, relu6(x+3)/6 rescaled to α¹ ∈ [0, 2], "
+     "α² ∈ [−1, 1], β ∈ [−0.5, 0.5]; one set of α, β per level and image"),
+    ("Coarser branch (contradicts)", "-", "its conv runs at level l+1's size but reads level l's offset buffer "
+     "(issue 25): official / crop / upsample-first readings, chosen in the sidebar"),
 ], columns=["", "paper", "official code"]), hide_index=True, key="hw_table")
 
 st.subheader("The coarser-branch quirk")
 st.markdown(
     "The coarser neighbour's deformable conv runs at level l+1's size, but receives the offset and mask maps "
     "predicted at level l, which are about four times larger (microsoft/DynamicHead issue 25). The official CUDA "
-    "kernel reads the start of the flattened buffer (offsets of the top rows of level l, spread over the whole "
-    "coarser map); mmdetection's port crops the top-left corner; the natural reading upsamples level l+1 first "
-    "and then uses level l's own offsets. The sidebar's **Coarser-branch mode** switches the loaded model between "
+    "kernel never checks the shapes: it reads the first 18·H′·W′ values of level l's [18, H, W] offset buffer "
+    "(H′×W′ = level l+1's size, about a quarter of H×W), i.e. roughly the first 4-5 of the 18 offset channels "
+    "over all of level l, and reinterprets them as an [18, H′, W′] map; each coarser tap gets values predicted "
+    "for other taps at other positions (the masks likewise, from the first 2-3 mask channels). mmdetection's "
+    "port crops the top-left H′×W′ corner instead; the natural reading upsamples level l+1 first and then uses "
+    "level l's own offsets. The sidebar's **Coarser-branch mode** switches the loaded model between "
     "them; the comparison below runs this image under all three.")
 if st.button("Compare the three readings on this image", key="hw_coarser"):
     from analysis.coarser_modes import compare_coarser_modes, plotly_coarser_modes

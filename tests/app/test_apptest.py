@@ -545,3 +545,20 @@ def test_large_upload_is_shown_downscaled(app_env):
     at.switch_page("views/inside_head.py").run()
     _ok(at)
     assert not at.error
+
+
+def test_how_it_works_states_what_the_official_code_reads(app_env):
+    """The teaching text: the official coarser branch reads the start of the whole offset buffer
+    (not the top rows), each branch uses the offsets differently, the code contradicts Eqs. 2-5 in
+    places, and DyReLU's hyper-function differs from the paper's (normalisation layer, [-1, 1])."""
+    at = _app()
+    at.switch_page("views/how_it_works.py").run()
+    _ok(at)
+    text = " ".join(m.value for m in at.markdown)
+    assert "top rows" not in text
+    assert "first 18·H′·W′ values" in text and "first 4-5 of the 18 offset channels" in text
+    assert "stride-2 conv" in text and "scrambled" in text
+    assert "few details" not in text and "does not compute Eqs. 2-5 as written" in text
+    assert "no normalisation layer" in text and "[−1, 1]" in text
+    rows = list(at.dataframe[-1].value.iloc[:, 0])  # the paper-vs-code table, last on the page
+    assert "Order (contradicts)" in rows and "DyReLU θ (contradicts)" in rows
