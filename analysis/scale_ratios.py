@@ -32,7 +32,6 @@ rank takes images rank::world into its own shard and rank 0 merges the shards wh
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,7 @@ from dyhead.trace import TraceSpec
 
 from .levels import LEVEL_NOTE, level_name, paper_level
 from .sources import ImageRecord, dataset_images, resolve_dataset
-from .tables import read_table
+from .tables import ResumableTable, TableMismatchError, format_rows, read_table, write_preamble
 
 __all__ = [
     "RATIO_DEFINITION",
@@ -135,25 +134,6 @@ def weights_from_trace(trace, records: Sequence[ImageRecord]) -> list[tuple]:
 # CSV files with a '#' preamble (`analysis.tables`), written incrementally
 
 
-def _write_preamble(f, notes: Sequence[str], columns: Sequence[str]) -> None:
-    for note in notes:
-        f.write(f"# {note}\n")
-    f.write(",".join(columns) + "\n")
-
-
-def _csv_field(value) -> str:
-    if isinstance(value, float):
-        return repr(value)
-    text = str(value)
-    if any(c in text for c in ',"\n\r'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
-
-
-def _format_rows(rows: Sequence[tuple]) -> str:
-    return "".join(",".join(_csv_field(v) for v in row) + "\n" for row in rows)
-
-
 def shard_path(out_csv: str | Path, rank: int, world_size: int) -> Path:
     """The file one rank writes: the output itself for one process, else ``<stem>.rank{r}of{w}.csv``."""
     out_csv = Path(out_csv)
@@ -163,59 +143,11 @@ def shard_path(out_csv: str | Path, rank: int, world_size: int) -> Path:
 
 
 def _done_path(csv_path: Path) -> Path:
-    return csv_path.with_name(csv_path.name + ".done")
+    return ResumableTable(csv_path, (), ()).done_path
 
 
 def _complete_path(csv_path: Path) -> Path:
-    return csv_path.with_name(csv_path.name + ".complete")
-
-
-def _resume(csv_path: Path, notes: Sequence[str], columns: Sequence[str], wanted: set[int]) -> set[int]:
-    """Prepare `csv_path` for appending; return the image ids finished in an earlier run.
-
-    An image counts as finished when its id is in the ``.done`` side file, which is written after the
-    image's rows were flushed. A partially written last line (a run killed mid-write) is truncated,
-    and rows of images that are not finished are removed, so that they are recomputed whole; so are
-    rows of images outside `wanted` (e.g. an earlier run with a larger --max-images).
-    """
-    done_file = _done_path(csv_path)
-    if not csv_path.exists():
-        done_file.unlink(missing_ok=True)
-        with csv_path.open("w", encoding="utf-8") as f:
-            _write_preamble(f, notes, columns)
-        return set()
-    done: set[int] = set()
-    if done_file.exists():
-        text = done_file.read_text()
-        lines = text.split("\n")
-        if not text.endswith("\n"):
-            lines = lines[:-1]  # a partial last id
-        done = {int(x) for x in lines if x.strip()} & wanted
-    raw = csv_path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]  # drop a partially written last line
-    lines = raw.decode("utf-8").splitlines(keepends=True)
-    n_notes = 0
-    while n_notes < len(lines) and lines[n_notes].startswith("#"):
-        n_notes += 1
-    header = lines[n_notes].rstrip("\n") if n_notes < len(lines) else None
-    if header != ",".join(columns):
-        raise ValueError(f"{csv_path} exists but is not a file this analysis wrote (header {header!r}); "
-                         "remove it or choose another --out")
-    old_notes = [line[1:].strip() for line in lines[:n_notes]]
-    if old_notes != list(notes):
-        raise ValueError(
-            f"{csv_path} holds results of another model, dataset or batch size ({old_notes[-1] if old_notes else ''}); "
-            "remove it (and its .done file) or choose another --out"
-        )
-    kept = lines[: n_notes + 1]
-    for line in lines[n_notes + 1:]:
-        image_id = int(line.split(",", 1)[0])
-        if image_id in done:
-            kept.append(line)
-    csv_path.write_text("".join(kept), encoding="utf-8")
-    done_file.write_text("".join(f"{i}\n" for i in sorted(done)))
-    return done
+    return ResumableTable(csv_path, (), ()).complete_path
 
 
 # ------------------------------------------------------------------------------------------------
@@ -293,7 +225,11 @@ def collect_scale_weights(
          "batch_size": batch_size,
          "coarser_branch": CoarserBranchMode(coarser_branch or model.config.tower.coarser_branch).value},
         sort_keys=True)
-    done = _resume(shard, _WEIGHTS_PREAMBLE + (run_note,), WEIGHT_COLUMNS, {r.image_id for r in records})
+    table = ResumableTable(shard, _WEIGHTS_PREAMBLE + (run_note,), WEIGHT_COLUMNS)
+    try:
+        done = {int(k) for k in table.open({r.image_id for r in records})}
+    except TableMismatchError as exc:
+        raise ValueError(str(exc)) from None
 
     model.eval()
     skipped: list[tuple[str, str]] = []
@@ -304,7 +240,7 @@ def collect_scale_weights(
     if progress is not None and finished:
         progress(finished, len(records))  # resumed: what an earlier run finished
     try:
-        with shard.open("a", encoding="utf-8") as csv_file, _done_path(shard).open("a") as done_file:
+        with table:
             for batch in batches:
                 todo = [r for r in batch if r.image_id not in done]
                 if todo:
@@ -322,13 +258,10 @@ def collect_scale_weights(
                         rows = weights_from_trace(trace, loaded)
                         per_image = len(rows) // len(loaded)
                         rows = [row for i, k in enumerate(keep) if k for row in rows[i * per_image:(i + 1) * per_image]]
-                        csv_file.write(_format_rows(rows))
-                        csv_file.flush()
-                        os.fsync(csv_file.fileno())
-                    for rec in todo:
-                        done_file.write(f"{rec.image_id}\n")
-                        done.add(rec.image_id)
-                    done_file.flush()
+                    else:
+                        rows = []
+                    table.append(rows, [rec.image_id for rec in todo])
+                    done.update(rec.image_id for rec in todo)
                     computed += len(todo)
                     finished += len(todo)
                     if bar is not None:
@@ -338,7 +271,7 @@ def collect_scale_weights(
     finally:
         if bar is not None:
             bar.close()
-    _complete_path(shard).write_text(f"{len(records)}\n")
+    table.complete_path.write_text(f"{len(records)}\n")
 
     merged = False
     if world_size > 1 and rank == 0:
@@ -408,8 +341,8 @@ def merge_shards(out_csv: str | Path, world_size: int, records: Optional[Sequenc
     df = df.sort_values(["_order", "block", "level", "source_level"], kind="stable").drop(columns="_order")
     tmp = out_csv.with_name(out_csv.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
-        _write_preamble(f, frames[0].attrs["notes"], WEIGHT_COLUMNS)
-        f.write(_format_rows(list(df[list(WEIGHT_COLUMNS)].itertuples(index=False, name=None))))
+        write_preamble(f, frames[0].attrs["notes"], WEIGHT_COLUMNS)
+        f.write(format_rows(list(df[list(WEIGHT_COLUMNS)].itertuples(index=False, name=None))))
     tmp.replace(out_csv)
     _done_path(out_csv).write_text("".join(f"{i}\n" for i in dict.fromkeys(df["image_id"].tolist())))
     return out_csv
@@ -439,8 +372,8 @@ def compute_ratios(weights: pd.DataFrame, num_levels: Optional[int] = None) -> p
 def write_ratios_csv(ratios: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     with path.open("w", encoding="utf-8") as f:
-        _write_preamble(f, (RATIO_DEFINITION, LEVEL_NOTE), RATIO_COLUMNS)
-        f.write(_format_rows(list(ratios[list(RATIO_COLUMNS)].itertuples(index=False, name=None))))
+        write_preamble(f, (RATIO_DEFINITION, LEVEL_NOTE), RATIO_COLUMNS)
+        f.write(format_rows(list(ratios[list(RATIO_COLUMNS)].itertuples(index=False, name=None))))
     return path
 
 

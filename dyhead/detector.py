@@ -134,16 +134,17 @@ PRESETS: dict[str, DetectorConfig] = {
     "atss_r50_dyhead6": _official_r50(num_blocks=6),
     # ATSS without DyHead: the original 4-conv towers on the FPN (paper Table 2 baseline).
     "atss_r50_baseline": _official_r50(num_blocks=0, head_num_convs=4),
-    # A small model trained from scratch on a CPU with the project's demo data.
+    # The bundled demo model's architecture (checkpoints/demo_dyhead.pt): a small from-scratch backbone,
+    # FPN and DyHead at 32 channels, 6 blocks, the six shapes of the demo data at their native size.
     "demo": DetectorConfig(
         backbone=BackboneConfig(kind="small", small_widths=(16, 24, 32, 64, 128)),
-        fpn_channels=64,
-        tower=DyHeadConfig(num_blocks=6, channels=64),
-        num_classes=3,
-        class_names=("circle", "square", "triangle"),
-        category_ids=(1, 2, 3),
+        fpn_channels=32,
+        tower=DyHeadConfig(num_blocks=6, channels=32),
+        num_classes=6,
+        class_names=("circle", "square", "triangle", "star", "ring", "cross"),
+        category_ids=(1, 2, 3, 4, 5, 6),
         min_size=320,
-        max_size=512,
+        max_size=384,
     ),
 }
 

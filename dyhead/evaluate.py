@@ -23,6 +23,7 @@ from typing import Optional
 
 import torch
 
+from dyhead.coco_results import detections_to_coco, write_coco_results
 from dyhead.config import AttentionSwitches, SwitchesArg
 from dyhead.data.coco import DatasetError, load_coco, resolve_split
 from dyhead.preprocess import ImageLoadError, load_image
@@ -31,22 +32,6 @@ __all__ = ["METRICS", "evaluate_detector", "detections_to_coco", "coco_evaluate"
 
 #: Names of COCOeval's first six summary numbers, in order.
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-
-
-def detections_to_coco(image_id: int, detections, category_ids) -> list[dict]:
-    """One image's `Detections` (xyxy, original pixels, labels 0..K-1) -> COCO result dicts (xywh)."""
-    boxes = detections.boxes.detach().cpu().double().numpy()
-    scores = detections.scores.detach().cpu().double().numpy()
-    labels = detections.labels.detach().cpu().numpy()
-    out = []
-    for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels):
-        out.append({
-            "image_id": int(image_id),
-            "category_id": int(category_ids[int(label)]),
-            "bbox": [round(float(x1), 3), round(float(y1), 3), round(float(x2 - x1), 3), round(float(y2 - y1), 3)],
-            "score": round(float(score), 5),
-        })
-    return out
 
 
 def coco_evaluate(coco_gt, results: list[dict], image_ids: list[int]) -> dict:
@@ -95,6 +80,7 @@ def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesAr
     """
     from .progress import progress_bar
 
+    mode = {} if coarser_branch is None else {"coarser_branch": coarser_branch}
     paths = resolve_split(data_root, split)
     coco_gt = load_coco(paths.annotation_file)
     gt_cat_ids = set(coco_gt.getCatIds())
@@ -128,9 +114,9 @@ def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesAr
                 except ImageLoadError as exc:
                     skipped.append((str(path), str(exc)))
             if images:
-                detections = model.predict(images, switches=switches, coarser_branch=coarser_branch)
+                detections = model.predict(images, switches=switches, **mode)
                 for image_id, dets in zip(chunk_ids, detections):
-                    results.extend(detections_to_coco(image_id, dets, category_ids))
+                    results.extend(detections_to_coco(dets, category_ids, image_id=image_id))
                 evaluated.extend(chunk_ids)
             bar.update(len(image_ids[i:i + batch_size]))
     finally:
@@ -141,7 +127,7 @@ def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesAr
         raise DatasetError(f"no readable image in {paths.image_dir} to evaluate ({len(skipped)} skipped)")
     metrics = coco_evaluate(coco_gt, results, evaluated)
     if results_path is not None:
-        Path(results_path).write_text(json.dumps(results))
+        write_coco_results(results_path, results)
     label = switches.label if isinstance(switches, AttentionSwitches) else ("all" if switches is None else "per-block")
     return {
         **metrics,

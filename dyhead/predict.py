@@ -22,27 +22,11 @@ from typing import Optional
 import torch
 
 from .checkpoint import CheckpointError, load_detector
+from .coco_results import detections_to_coco, write_coco_results
 from .device import DeviceError, resolve_device
 from .preprocess import ImageLoadError, load_image
 
 __all__ = ["main", "detections_to_coco"]
-
-
-def detections_to_coco(dets, category_ids, file_name: str, image_id: Optional[int] = None) -> list[dict]:
-    """One image's `Detections` -> COCO result dicts (bbox as [x, y, w, h])."""
-    rows = []
-    for box, score, label in zip(dets.boxes.tolist(), dets.scores.tolist(), dets.labels.tolist()):
-        x1, y1, x2, y2 = box
-        row = {"file_name": file_name}
-        if image_id is not None:
-            row["image_id"] = image_id
-        row.update(
-            category_id=int(category_ids[label]),
-            bbox=[round(x1, 4), round(y1, 4), round(x2 - x1, 4), round(y2 - y1, 4)],
-            score=round(float(score), 6),
-        )
-        rows.append(row)
-    return rows
 
 
 def _image_ids(annotations: Optional[Path]) -> dict[str, int]:
@@ -99,7 +83,7 @@ def main(argv=None) -> int:
             failed.append(str(path))
             continue
         dets = model.predict([image])[0].to("cpu")
-        rows = detections_to_coco(dets, cfg.category_ids, path.name, ids.get(path.name))
+        rows = detections_to_coco(dets, cfg.category_ids, image_id=ids.get(path.name), file_name=path.name)
         results.extend(rows)
         best = ""
         if len(dets):
@@ -111,7 +95,7 @@ def main(argv=None) -> int:
     print(f"{done} image(s), {len(results)} detections in {elapsed:.2f} s")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results))
+        write_coco_results(args.out, results)
         print(f"wrote {args.out}")
     if failed:
         print(f"error: {len(failed)} image(s) could not be read: {', '.join(failed)}", file=sys.stderr)

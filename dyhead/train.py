@@ -39,8 +39,6 @@ import numpy as np
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-from dyhead.backbone import BackboneConfig
-from dyhead.config import DyHeadConfig
 from dyhead.data.coco import Batch, CocoDetection, DatasetError, collate
 from dyhead.detector import PRESETS, DetectorConfig, DyHeadDetector, build_detector
 from dyhead.device import training_autocast
@@ -87,14 +85,7 @@ class TrainPreset:
 
 #: The demo detector: small from-scratch backbone, FPN and DyHead at 32 channels, 6 DyHead blocks,
 #: trained and evaluated at the demo data's native size (shorter side 320, longer side <= 384).
-DEMO_DETECTOR: DetectorConfig = replace(
-    PRESETS["demo"],
-    backbone=BackboneConfig(kind="small", small_widths=(16, 24, 32, 64, 128)),
-    fpn_channels=32,
-    tower=DyHeadConfig(num_blocks=6, channels=32),
-    min_size=320,
-    max_size=384,
-)
+DEMO_DETECTOR: DetectorConfig = PRESETS["demo"]
 
 TRAIN_PRESETS: dict[str, TrainPreset] = {
     # The paper's ResNet-50 COCO 1x schedule (DynamicHead configs/dyhead_r50_atss_fpn_1x.yaml):

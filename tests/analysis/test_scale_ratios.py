@@ -107,7 +107,7 @@ def test_resume_refuses_another_model(tiny_data, reference, tmp_path):
     _, ref_out = reference
     out = tmp_path / "w.csv"
     out.write_text(ref_out.read_text())
-    with pytest.raises(ValueError, match="another model"):
+    with pytest.raises(ValueError, match="another run.*model"):
         collect_scale_weights(tiny_detector(seed=1), tiny_data, out, show_progress=False)
 
 

@@ -29,7 +29,14 @@ def test_presets():
     assert (official.score_thresh, official.pre_nms_top_n, official.nms_thresh, official.max_detections) == (0.05, 1000, 0.6, 100)
     baseline = PRESETS["atss_r50_baseline"]
     assert baseline.tower.num_blocks == 0 and baseline.head_num_convs == 4
+    # the demo preset is the bundled model's architecture
     assert PRESETS["demo"].backbone.kind == "small"
+    from dyhead.weights import read_checkpoint
+    from tests.conftest import REPO_ROOT
+
+    demo_file = REPO_ROOT / "checkpoints" / "demo_dyhead.pt"
+    if demo_file.is_file():
+        assert DetectorConfig.from_dict(read_checkpoint(demo_file)["config"]) == PRESETS["demo"]
 
 
 def test_config_validation():
