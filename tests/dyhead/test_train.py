@@ -95,3 +95,15 @@ def test_build_time_ablation_flags(tiny_data, tmp_path):
     tower = trainer.config.tower
     assert (tower.use_scale_attention, tower.use_spatial_attention, tower.use_task_attention) == (False, True, False)
     assert not any("scale_attention" in k or "task_attention" in k for k in trainer.model.state_dict())
+
+
+def test_progress_into_a_log_is_a_line_every_five_percent(tiny_data, tmp_path, capsys):
+    """stderr captured (not a terminal): 40 iterations give one line per 5 % (every 2 iterations) with
+    the running loss, and no carriage-return redraws."""
+    preset = replace(TINY, log_period=1000)
+    Trainer(preset, tiny_data, tmp_path, progress=True).train()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("train: ")]
+    assert "\r" not in err
+    assert [line.split(" (")[0] for line in lines] == [f"train: {2 * i}/40 it" for i in range(1, 21)]
+    assert all("loss=" in line and "lr=" in line for line in lines)
