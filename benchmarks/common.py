@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from dyhead.detector import feature_sizes
-from dyhead.ops.deform_conv import IMPL_ENV_VAR
+from dyhead.ops.deform_conv import set_default_impl
 
 
 def pyramid_sizes(height: int, width: int, divisor: int = 32) -> list[tuple[int, int]]:
@@ -31,16 +31,13 @@ def pyramid_sizes(height: int, width: int, divisor: int = 32) -> list[tuple[int,
 
 @contextlib.contextmanager
 def deform_impl(name: str) -> Iterator[None]:
-    """Force `modulated_deform_conv2d`'s implementation ("fast" / "torchvision") inside the block."""
-    old = os.environ.get(IMPL_ENV_VAR)
-    os.environ[IMPL_ENV_VAR] = name
+    """Make ``impl="auto"`` calls of `modulated_deform_conv2d` run `name` ("fast" / "torchvision")
+    inside the block (through `set_default_impl`; the benchmarks are single-threaded callers)."""
+    previous = set_default_impl(name)
     try:
         yield
     finally:
-        if old is None:
-            del os.environ[IMPL_ENV_VAR]
-        else:
-            os.environ[IMPL_ENV_VAR] = old
+        set_default_impl(previous)
 
 
 def _sync(device: torch.device) -> None:

@@ -3,7 +3,7 @@
     python -m benchmarks.train_step [--device cpu|cuda] [--repeats 3] [--batch 8] [--size 320]
 
 The same `DyHeadTower` (6 blocks, 64 channels, P3-P7 of a 320x320 image, batch 8) runs with
-`modulated_deform_conv2d` forced to "fast" and to "torchvision" (the `DYHEAD_DEFORM_IMPL` switch).
+`modulated_deform_conv2d` forced to "fast" and to "torchvision" (`set_default_impl`).
 The loss is a fixed random projection of all output levels, so every gradient is non-trivial.
 Prints the median time per step, the ratio, and how far the gradients (all parameters and the
 tower inputs) agree.

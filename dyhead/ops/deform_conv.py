@@ -16,17 +16,19 @@ Two implementations give the same numbers (to float round-off):
 * ``"torchvision"``: `torchvision.ops.deform_conv2d`. Its CPU kernel runs an im2col loop at roughly a
   tenth of a dense convolution's speed and its backward is slower still.
 * ``"fast"``: bilinear sampling written as a weighted gather (`F.embedding_bag` with per-sample
-  weights, one bag per sampled value holding its 4 bilinear neighbours) and one matrix multiply.
-  Training (`_SampleThenMultiply`) samples the [N, L, K*C_in] columns, multiplies, and keeps only
-  the inputs for backward, where it samples again and lets autograd differentiate the gather for
-  the input, offset and mask gradients (an indexed add and row-wise dot products, far cheaper than
-  torchvision's CPU col2im). Inference at stride 1 multiplies first and gathers the products
-  (`_multiply_then_sample`), which needs no column buffer.
+  weights, one bag per sampled value holding its 4 bilinear neighbours) and one matrix multiply,
+  a few hundred output positions at a time (`_sample_and_multiply`): the [positions, K*C_in]
+  columns of one step stay in cache and no whole-map column buffer is ever allocated. Training
+  (`_SampleThenMultiply`) runs the same forward and keeps only the inputs; backward samples the
+  columns again and lets autograd differentiate the gather for the input, offset and mask
+  gradients (an indexed add and row-wise dot products, far cheaper than torchvision's CPU col2im).
 
-Which one runs is decided in one place, `resolve_impl`: ``impl="auto"`` (the default) picks
-``"fast"`` on CPU and ``"torchvision"`` on CUDA, where torchvision's kernel is a native GPU kernel.
-The environment variable ``DYHEAD_DEFORM_IMPL`` (``auto`` | ``fast`` | ``torchvision``) overrides
-the default for a whole process, e.g. to build a reference model for a benchmark.
+Which one runs is decided in one place, `resolve_impl`: an explicit ``impl="fast"`` or
+``"torchvision"`` argument wins; ``impl="auto"`` (the default) takes the process-wide default set
+by `set_default_impl` (e.g. once by a benchmark that builds a reference model), and when that is
+``"auto"`` as well, ``"fast"`` on CPU and ``"torchvision"`` on CUDA, where torchvision's kernel is
+a native GPU kernel. The environment variable ``DYHEAD_DEFORM_IMPL`` (``auto`` | ``fast`` |
+``torchvision``) gives the process default; it is read once, when this module is imported.
 
 Sampling rules reproduced from torchvision's kernel (`ops/cpu/deform_conv2d_kernel.cpp`): the sample
 position of tap k = (i, j) for output (h, w) is
@@ -58,20 +60,50 @@ class DeformConvInputError(ValueError):
     """Raised when the tensors passed to `modulated_deform_conv2d` do not fit together."""
 
 
+def _impl_from_environment() -> str:
+    """The process-start default: ``DYHEAD_DEFORM_IMPL`` if set, else ``"auto"``."""
+    impl = os.environ.get(IMPL_ENV_VAR, "auto").strip().lower() or "auto"
+    if impl not in IMPLS:
+        raise DeformConvInputError(
+            f"environment variable {IMPL_ENV_VAR} must be one of {IMPLS}, got {impl!r}"
+        )
+    return impl
+
+
+# Read once, when the module is imported; afterwards only `set_default_impl` changes it.
+_default_impl: str = _impl_from_environment()
+
+
+def set_default_impl(impl: Impl) -> str:
+    """Set the implementation that ``impl="auto"`` calls use, for the whole process; returns the
+    previous setting. ``"auto"`` restores the device rule (fast on CPU, torchvision elsewhere).
+
+    Meant to be called once at start-up (a benchmark's reference build, a command-line flag), not
+    per request: the setting is shared by every thread.
+    """
+    global _default_impl
+    if impl not in IMPLS:
+        raise DeformConvInputError(f"impl must be one of {IMPLS}, got {impl!r}")
+    previous, _default_impl = _default_impl, impl
+    return previous
+
+
+def get_default_impl() -> str:
+    """What ``impl="auto"`` resolves through: ``"auto"``, ``"fast"`` or ``"torchvision"``."""
+    return _default_impl
+
+
 def resolve_impl(impl: Impl, device: torch.device) -> str:
     """The implementation that runs for `impl` on `device`: "fast" or "torchvision".
 
-    ``"auto"`` reads ``DYHEAD_DEFORM_IMPL`` first; if that is unset or ``auto`` too, CPU gets
-    ``"fast"`` and every other device ``"torchvision"``.
+    An explicit ``"fast"`` / ``"torchvision"`` wins; ``"auto"`` takes the process default
+    (`set_default_impl`); if that is ``"auto"`` too, CPU gets ``"fast"`` and every other device
+    ``"torchvision"``.
     """
     if impl not in IMPLS:
         raise DeformConvInputError(f"impl must be one of {IMPLS}, got {impl!r}")
     if impl == "auto":
-        impl = os.environ.get(IMPL_ENV_VAR, "auto").strip().lower() or "auto"
-        if impl not in IMPLS:
-            raise DeformConvInputError(
-                f"environment variable {IMPL_ENV_VAR} must be one of {IMPLS}, got {impl!r}"
-            )
+        impl = _default_impl
     if impl == "auto":
         impl = "fast" if device.type == "cpu" else "torchvision"
     return impl
@@ -145,8 +177,12 @@ def _bilinear_taps(
 
     Returns ``index`` Long[N, H_out, W_out, K, 4] into the input flattened to rows
     ``[N*H_in*W_in, C]`` and ``weight`` [N, H_out, W_out, K, 4] = bilinear weight * mask, zero for
-    neighbours outside the map (whose index is clamped to a valid row). Differentiable in offset
-    and mask.
+    neighbours outside the map (whose index is clamped to a valid row). Neighbour order:
+    (y0, x0), (y0, x1), (y1, x0), (y1, x1). Differentiable in offset and mask.
+
+    The 2x2 neighbours are outer products of a row pair and a column pair, so the weights are
+    built from [.., 2] factors (mask folded into the row factor) and the indices from clamped rows
+    and columns: a handful of passes over [N, H_out, W_out, K] instead of over 4 times that.
     """
     n, _, h_out, w_out = offset.shape
     h_in, w_in = in_size
@@ -165,19 +201,39 @@ def _bilinear_taps(
     x_low = x.detach().floor()
     frac_y = y - y_low
     frac_x = x - x_low
+    m = mask.permute(0, 2, 3, 1)  # [N, H_out, W_out, K]
+    # A neighbour row (column) outside the map contributes 0: fold that into its factor.
+    row_weight = torch.stack(
+        (
+            (1 - frac_y) * m * ((y_low >= 0) & (y_low <= h_in - 1)).to(dtype),
+            frac_y * m * ((y_low >= -1) & (y_low <= h_in - 2)).to(dtype),
+        ),
+        dim=-1,
+    )  # [N, H_out, W_out, K, 2]
+    col_weight = torch.stack(
+        (
+            (1 - frac_x) * ((x_low >= 0) & (x_low <= w_in - 1)).to(dtype),
+            frac_x * ((x_low >= -1) & (x_low <= w_in - 2)).to(dtype),
+        ),
+        dim=-1,
+    )
+    weight = (row_weight.unsqueeze(-1) * col_weight.unsqueeze(-2)).flatten(-2)  # [.., K, 4]
+
     y_low = y_low.long()
     x_low = x_low.long()
-    # Neighbour order: (y0, x0), (y0, x1), (y1, x0), (y1, x1).
-    ys = torch.stack((y_low, y_low, y_low + 1, y_low + 1), dim=-1)  # [N, H_out, W_out, K, 4]
-    xs = torch.stack((x_low, x_low + 1, x_low, x_low + 1), dim=-1)
-    wy = torch.stack((1 - frac_y, 1 - frac_y, frac_y, frac_y), dim=-1)
-    wx = torch.stack((1 - frac_x, frac_x, 1 - frac_x, frac_x), dim=-1)
-    inside = (ys >= 0) & (ys < h_in) & (xs >= 0) & (xs < w_in)
     batch = torch.arange(n, device=device).view(n, 1, 1, 1, 1) * (h_in * w_in)
-    index = batch + ys.clamp(0, h_in - 1) * w_in + xs.clamp(0, w_in - 1)
-    m = mask.permute(0, 2, 3, 1).unsqueeze(-1)  # [N, H_out, W_out, K, 1]
-    weight = wy * wx * m * inside.to(dtype)
+    rows = torch.stack((y_low.clamp(0, h_in - 1), (y_low + 1).clamp(0, h_in - 1)), dim=-1) * w_in
+    cols = torch.stack((x_low.clamp(0, w_in - 1), (x_low + 1).clamp(0, w_in - 1)), dim=-1)
+    index = ((rows + batch).unsqueeze(-1) + cols.unsqueeze(-2)).flatten(-2)  # [N, H_out, W_out, K, 4]
     return index, weight
+
+
+#: Output positions per gather + matrix-multiply step are chosen so that one step's columns
+#: ([positions, K*C_in]) hold about this many values (4 MiB in float32). Whole-map buffers of
+#: 100+ MiB are slower, not faster: each is fresh memory from the OS (glibc maps allocations over
+#: 32 MiB anew every time) and is written once and read once from RAM, while a few MiB stay in the
+#: heap and in cache between steps.
+CHUNK_VALUES = 1 << 20
 
 
 def _fast_modulated_deform_conv2d(
@@ -192,11 +248,62 @@ def _fast_modulated_deform_conv2d(
     """Gather-based bilinear sampling of the K taps, then one matrix multiply."""
     if torch.is_grad_enabled() and _any_requires_grad(input, offset, mask, weight, bias):
         return _SampleThenMultiply.apply(input, offset, mask, weight, bias, stride, padding)
+    return _sample_and_multiply(input, offset, mask, weight, bias, stride, padding)
+
+
+def _input_rows(input: Tensor) -> Tensor:
+    """[N, C, H, W] -> [N*H*W, C], the embedding table the gathers read (channels-last rows).
+
+    Contiguous on purpose: for N = 1, ``reshape`` alone returns a view with strides (1, H*W), and
+    `embedding_bag` on such a table leaves its fast kernel for a strided loop about 10x slower.
+    A channels-last input needs no copy.
+    """
+    c = input.shape[1]
+    return input.permute(0, 2, 3, 1).contiguous().view(-1, c)
+
+
+def _sample_and_multiply(
+    input: Tensor,
+    offset: Tensor,
+    mask: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    stride: int,
+    padding: int,
+) -> Tensor:
+    """Forward without autograd, a few hundred output positions at a time: sample their
+    [positions, K*C_in] columns (one `embedding_bag`), multiply by the weight, write the result
+    into the NCHW output. Never holds more than one step's columns."""
+    n, c_in, h_in, w_in = input.shape
+    c_out, _, kh, kw = weight.shape
+    taps = kh * kw
     h_out, w_out = offset.shape[-2:]
-    if h_out * w_out >= input.shape[-2] * input.shape[-1]:
-        return _multiply_then_sample(input, offset, mask, weight, bias, stride, padding)
-    columns = _sample_columns(input, offset, mask, weight.shape[-2:], stride, padding)
-    return _columns_times_weight(columns, weight, bias, (h_out, w_out))
+    positions = h_out * w_out
+    with torch.no_grad():
+        index, tap_weight = _bilinear_taps(offset, mask, (h_in, w_in), (kh, kw), stride, padding)
+        rows = _input_rows(input)  # [N*H_in*W_in, C_in]
+        w_tap = _tap_major(weight)  # [C_out, K*C_in]
+        index = index.view(n, positions, taps * 4)
+        tap_weight = tap_weight.view(n, positions, taps * 4)
+        out = input.new_empty(n, c_out, positions)
+        step = max(1, CHUNK_VALUES // (taps * c_in))
+        for b in range(n):
+            for start in range(0, positions, step):
+                stop = min(positions, start + step)
+                columns = F.embedding_bag(
+                    index[b, start:stop].reshape(-1, 4),
+                    rows,
+                    per_sample_weights=tap_weight[b, start:stop].reshape(-1, 4),
+                    mode="sum",
+                ).view(stop - start, taps * c_in)  # [P, K*C_in]
+                # The product as [C_out, P] (weight @ columns^T), so that it lands in the NCHW
+                # output as C_out contiguous runs; the bias is added on the way.
+                product = _linear(w_tap, columns)  # [C_out, P]
+                if bias is None:
+                    out[b, :, start:stop] = product
+                else:
+                    torch.add(product, bias.view(c_out, 1), out=out[b, :, start:stop])
+    return out.view(n, c_out, h_out, w_out)
 
 
 def _sample_columns(
@@ -208,9 +315,8 @@ def _sample_columns(
     kh, kw = kernel_size
     h_out, w_out = offset.shape[-2:]
     index, tap_weight = _bilinear_taps(offset, mask, (h_in, w_in), (kh, kw), stride, padding)
-    rows = input.permute(0, 2, 3, 1).reshape(n * h_in * w_in, c_in)  # [N*H_in*W_in, C_in]
     columns = F.embedding_bag(
-        index.view(-1, 4), rows, per_sample_weights=tap_weight.reshape(-1, 4), mode="sum"
+        index.view(-1, 4), _input_rows(input), per_sample_weights=tap_weight.reshape(-1, 4), mode="sum"
     )  # [N*H_out*W_out*K, C_in]
     return columns.view(n, h_out * w_out, kh * kw * c_in)
 
@@ -218,15 +324,6 @@ def _sample_columns(
 def _tap_major(weight: Tensor) -> Tensor:
     """[C_out, C_in, kh, kw] -> [C_out, K*C_in] in the columns' (tap, channel) order."""
     return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
-
-
-def _columns_times_weight(
-    columns: Tensor, weight: Tensor, bias: Optional[Tensor], out_size: tuple[int, int]
-) -> Tensor:
-    n, positions, k_c_in = columns.shape
-    c_out = weight.shape[0]
-    out = _linear(columns.reshape(n * positions, k_c_in), _tap_major(weight), bias)  # [N*L, C_out]
-    return out.view(n, *out_size, c_out).permute(0, 3, 1, 2).contiguous()
 
 
 @functools.lru_cache(maxsize=None)
@@ -257,39 +354,6 @@ def _linear(a: Tensor, b: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     return out if bias is None else out + bias
 
 
-def _multiply_then_sample(
-    input: Tensor,
-    offset: Tensor,
-    mask: Tensor,
-    weight: Tensor,
-    bias: Optional[Tensor],
-    stride: int,
-    padding: int,
-) -> Tensor:
-    """Inference with at least as many outputs as inputs (stride 1): multiply first,
-    Y[p, k] = x[p] @ W_k for every input pixel p, then gather the K*4 rows of Y that each output
-    needs. Same FLOPs as a dense conv and no [N, L, K*C_in] column buffer."""
-    n, c_in, h_in, w_in = input.shape
-    c_out, _, kh, kw = weight.shape
-    taps = kh * kw
-    h_out, w_out = offset.shape[-2:]
-    index, tap_weight = _bilinear_taps(offset, mask, (h_in, w_in), (kh, kw), stride, padding)
-    rows = input.permute(0, 2, 3, 1).reshape(n * h_in * w_in, c_in)  # [N*H_in*W_in, C_in]
-    w_taps = weight.permute(2, 3, 0, 1).reshape(taps * c_out, c_in)  # [K*C_out, C_in]
-    y_rows = _linear(rows, w_taps).view(-1, c_out)  # [N*H_in*W_in*K, C_out]
-    tap_index = index * taps + torch.arange(taps, device=index.device).view(taps, 1)
-    out = F.embedding_bag(
-        tap_index.view(-1, taps * 4),
-        y_rows,
-        per_sample_weights=tap_weight.reshape(-1, taps * 4),
-        mode="sum",
-    )  # [N*H_out*W_out, C_out]
-    out = out.view(n, h_out, w_out, c_out).permute(0, 3, 1, 2)
-    if bias is not None:
-        out = out + bias.view(1, c_out, 1, 1)
-    return out.contiguous()
-
-
 class _SampleThenMultiply(torch.autograd.Function):
     """Training path. Saves only the inputs (like torchvision's kernel) instead of the
     [N, L, K*C_in] columns, which are K times the input's size; backward samples them again
@@ -300,8 +364,7 @@ class _SampleThenMultiply(torch.autograd.Function):
     def forward(ctx, input, offset, mask, weight, bias, stride, padding):
         ctx.save_for_backward(input, offset, mask, weight)
         ctx.stride, ctx.padding, ctx.has_bias = stride, padding, bias is not None
-        columns = _sample_columns(input, offset, mask, weight.shape[-2:], stride, padding)
-        return _columns_times_weight(columns, weight, bias, tuple(offset.shape[-2:]))
+        return _sample_and_multiply(input, offset, mask, weight, bias, stride, padding)
 
     @staticmethod
     @once_differentiable

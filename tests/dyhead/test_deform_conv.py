@@ -4,10 +4,13 @@ import pytest
 import torch
 from torchvision.ops import deform_conv2d
 
+from dyhead.ops import deform_conv
 from dyhead.ops.deform_conv import (
     DeformConvInputError,
+    get_default_impl,
     modulated_deform_conv2d,
     resolve_impl,
+    set_default_impl,
 )
 
 
@@ -91,18 +94,47 @@ def test_zero_offsets_unit_mask_is_ordinary_conv():
 
 def test_impl_switch(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.delenv("DYHEAD_DEFORM_IMPL", raising=False)
+    monkeypatch.setattr(deform_conv, "_default_impl", "auto")
     assert resolve_impl("auto", cpu) == "fast"
     assert resolve_impl("auto", torch.device("cuda")) == "torchvision"
     assert resolve_impl("torchvision", cpu) == "torchvision"
+    # The environment is read once, at import: setting it later changes nothing.
     monkeypatch.setenv("DYHEAD_DEFORM_IMPL", "torchvision")
+    assert resolve_impl("auto", cpu) == "fast"
+    previous = set_default_impl("torchvision")
+    assert previous == "auto" and get_default_impl() == "torchvision"
     assert resolve_impl("auto", cpu) == "torchvision"
     assert resolve_impl("fast", cpu) == "fast"
-    monkeypatch.setenv("DYHEAD_DEFORM_IMPL", "bogus")
-    with pytest.raises(DeformConvInputError, match="DYHEAD_DEFORM_IMPL"):
-        resolve_impl("auto", cpu)
+    assert set_default_impl("auto") == "torchvision"
     with pytest.raises(DeformConvInputError, match="impl must be one of"):
         resolve_impl("cuda", cpu)
+    with pytest.raises(DeformConvInputError, match="impl must be one of"):
+        set_default_impl("bogus")
+    assert get_default_impl() == "auto"
+
+
+def test_process_default_from_environment(monkeypatch):
+    monkeypatch.delenv("DYHEAD_DEFORM_IMPL", raising=False)
+    assert deform_conv._impl_from_environment() == "auto"
+    monkeypatch.setenv("DYHEAD_DEFORM_IMPL", " Torchvision ")
+    assert deform_conv._impl_from_environment() == "torchvision"
+    monkeypatch.setenv("DYHEAD_DEFORM_IMPL", "bogus")
+    with pytest.raises(DeformConvInputError, match="DYHEAD_DEFORM_IMPL"):
+        deform_conv._impl_from_environment()
+
+
+def test_default_impl_is_used_by_auto_calls(monkeypatch):
+    tensors = _make_case(1, 4, 4, 6, 7, 1, torch.float64, "smooth", seed=11)
+    calls = []
+    monkeypatch.setattr(deform_conv, "_torchvision_deform_conv2d", lambda *a, **k: calls.append(1) or deform_conv2d(*a, **k))
+    monkeypatch.setattr(deform_conv, "_default_impl", "auto")
+    modulated_deform_conv2d(*tensors)
+    assert calls == []
+    set_default_impl("torchvision")
+    modulated_deform_conv2d(*tensors)
+    assert calls == [1]
+    modulated_deform_conv2d(*tensors, impl="fast")
+    assert calls == [1]
 
 
 def test_bad_shapes_are_named():
