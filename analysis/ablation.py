@@ -35,6 +35,7 @@ from .tables import read_table
 
 __all__ = [
     "KNOCKOUT_NOTE",
+    "batch_size_note",
     "METRIC_COLUMNS",
     "ABLATION_COLUMNS",
     "AblationCSVError",
@@ -56,6 +57,14 @@ KNOCKOUT_NOTE = (
     "not retrained ablations as in the paper's Table 1"
 )
 METRIC_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def batch_size_note(batch_size: int) -> str:
+    """The note every AP table carries about the images per forward pass it was computed with."""
+    return (f"batch size {batch_size} (1 = each image alone, as the official test path; larger batches pad "
+            "images to a common size, which changes what the attentions pool over)")
+
+
 #: The columns of `ablation_table`'s DataFrame and CSV, in order.
 ABLATION_COLUMNS = ("setting", "kind", "L", "S", "C", "block", "attention", *METRIC_COLUMNS, "images", "delta_AP")
 CHECK, CROSS = "\u2713", "\u2717"

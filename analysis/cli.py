@@ -170,6 +170,7 @@ def cmd_ablation(args, report: _Report) -> None:
         KNOCKOUT_NOTE,
         ablation_settings,
         ablation_table,
+        batch_size_note,
         detection_changes,
         plot_ablation,
         plot_detection_changes,
@@ -186,8 +187,7 @@ def cmd_ablation(args, report: _Report) -> None:
     notes = [KNOCKOUT_NOTE, "AP in percent (COCOeval)",
              f"model {checkpoint.name} (sha256 {_sha256(checkpoint)[:16]}) on {next(model.parameters()).device}",
              f"data {annotations.name} (sha256 {_sha256(annotations)[:16]}), split {args.split}, {images} images",
-             f"batch size {args.batch_size} (1 = each image alone, as the official test path; larger batches pad "
-             "images to a common size, which changes what the attentions pool over)"]
+             batch_size_note(args.batch_size)]
     print(f"{len(settings)} settings x {images} images"
           + ("" if args.per_block else " (the 8 global ones; --per-block adds one attention off in one block)")
           + f"; each row is appended to {csv} when it is done, and a rerun continues from there")

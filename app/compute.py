@@ -396,39 +396,60 @@ def ablation_csv_path(ref: ModelRef, root: Path, split: str, max_images: int, on
     return folder / f"{short_hash(ref.key, ann.resolve(), split, max_images, one_block)}.csv"
 
 
+#: The app's AP table runs each image alone, the official test path (as the CLI's default).
+ABLATION_BATCH_SIZE = 1
+
+
+def _ablation_notes() -> list[str]:
+    from analysis.ablation import KNOCKOUT_NOTE, batch_size_note
+
+    return [KNOCKOUT_NOTE, "AP in percent (COCOeval)", batch_size_note(ABLATION_BATCH_SIZE)]
+
+
+def _read_ablation(path: Path) -> Optional[pd.DataFrame]:
+    """The table on disk, or None when there is none or it was written under other notes (an older
+    file that does not record its batch size, or records another one)."""
+    from analysis.ablation import KNOCKOUT_NOTE
+    from analysis.tables import read_table
+
+    if not path.exists():
+        return None
+    df = read_table(path)
+    if df.attrs.get("notes") != _ablation_notes():
+        return None
+    df.attrs["note"] = KNOCKOUT_NOTE
+    return df
+
+
 def run_ablation(model, ref: ModelRef, root: Path, split: str, max_images: int, one_block: bool,
                  progress: Optional[Callable[[int, int], None]] = None) -> pd.DataFrame:
-    """`analysis.ablation.ablation_table`, read from disk when it was computed before."""
-    from analysis.ablation import KNOCKOUT_NOTE, ablation_table
-    from analysis.tables import read_table, write_table
+    """`analysis.ablation.ablation_table` at batch size 1 (`ABLATION_BATCH_SIZE`), read from disk when
+    it was computed before. The CSV's notes record the batch size; a file without them (an older
+    version's, computed at batch 4) is computed again."""
+    from analysis.tables import write_table
 
     path = ablation_csv_path(ref, root, split, max_images, one_block)
     lock = _folder_lock(str(path))
     if not lock.acquire(blocking=False):
         raise BusyError("another session is computing this table right now; reload the page when it is done")
     try:
-        if path.exists():
-            df = read_table(path)
-            df.attrs["note"] = KNOCKOUT_NOTE
+        from analysis.ablation import KNOCKOUT_NOTE, ablation_table
+
+        df = _read_ablation(path)
+        if df is not None:
             return df
-        df = ablation_table(model, root, split, max_images=max_images, one_block=one_block, batch_size=4,
-                            progress=progress)
-        write_table(df, path, [KNOCKOUT_NOTE])
+        df = ablation_table(model, root, split, max_images=max_images, one_block=one_block,
+                            batch_size=ABLATION_BATCH_SIZE, progress=progress)
+        write_table(df, path, _ablation_notes())
+        df.attrs.update(note=KNOCKOUT_NOTE, notes=_ablation_notes())
         return df
     finally:
         lock.release()
 
 
 def cached_ablation(ref: ModelRef, root: Path, split: str, max_images: int, one_block: bool) -> Optional[pd.DataFrame]:
-    from analysis.ablation import KNOCKOUT_NOTE
-    from analysis.tables import read_table
-
-    path = ablation_csv_path(ref, root, split, max_images, one_block)
-    if not path.exists():
-        return None
-    df = read_table(path)
-    df.attrs["note"] = KNOCKOUT_NOTE
-    return df
+    """The table on disk (None when absent or written without the current notes)."""
+    return _read_ablation(ablation_csv_path(ref, root, split, max_images, one_block))
 
 
 # ------------------------------------------------------------------------------------------------

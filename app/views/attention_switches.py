@@ -126,7 +126,8 @@ with tab_image:
 
 # ------------------------------------------------------------------------------------------------
 with tab_table:
-    st.info("Inference-time knock-outs: " + KNOCKOUT_NOTE + ". COCO AP from pycocotools, in percent.")
+    st.info("Inference-time knock-outs: " + KNOCKOUT_NOTE + ". COCO AP from pycocotools, in percent. Each image "
+            "runs alone (batch size 1, the official test path, as `python -m analysis ablation` by default).")
     root, records = dataset_or_stop(ctx)
     a1, a2 = st.columns(2)
     n = int(a1.number_input(f"Images (first N of {len(records)})", 1, len(records), min(20, len(records)),
@@ -155,4 +156,4 @@ with tab_table:
         with d1:
             figure_downloads(lambda: plot_ablation(df), "attention_knockouts_table1", pdf=True, key="ab_fig")
         with d2:
-            csv_download(df, "attention_knockouts", key="ab_csv", notes=[KNOCKOUT_NOTE])
+            csv_download(df, "attention_knockouts", key="ab_csv", notes=df.attrs.get("notes") or [KNOCKOUT_NOTE])

@@ -120,8 +120,10 @@ csv_download(w.assign(block=w.block + 1), "scale_weights_image", key="sw_dl",
 # ------------------------------------------------------------------------------------------------
 st.subheader("Where spatial attention looks")
 st.caption("Each output position samples its level at 9 points: the regular 3×3 grid (white) moved by the "
-           "learned offsets (arrows). Marker size and opacity show the modulation mask Δm_k. The same offsets "
-           "serve the level's three branches.")
+           "learned offsets (arrows). Marker size and opacity show the modulation mask Δm_k. This is how the "
+           "level's own branch uses them; the finer branch applies the same offsets with a stride-2 conv on the "
+           "finer map (grid and offsets in its pixels, half as far), and the coarser branch reads the offset "
+           "buffer scrambled (see How it works).")
 o1, o2, o3, o4 = st.columns(4)
 block_o = o1.number_input("Block", 1, res.num_blocks, res.num_blocks, key="off_block")
 level_o = o2.selectbox("Level", list(range(L)), format_func=lambda l: level_label(l, L), key="off_level")

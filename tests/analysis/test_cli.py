@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from analysis.ablation import batch_size_note
 from analysis.cli import main
 from analysis.scale_ratios import RATIO_DEFINITION, read_table
 from analysis.sources import DEFAULT_CHECKPOINT, REPO_ROOT
@@ -55,6 +56,7 @@ def test_image_commands(tiny_checkpoint, tiny_data, tmp_path, capsys):
     assert code == 0 and "not retrained" in out
     ab = read_table(tmp_path / "ablation.csv")
     assert len(ab) == 8 and "not retrained" in ab.attrs["notes"][0]
+    assert batch_size_note(1) in ab.attrs["notes"]
     assert (tmp_path / "detections_task_off.png").is_file()
 
 

@@ -108,6 +108,9 @@ def test_detect_threshold_and_counts(app_env, app_checkpoint):
     assert len(at.dataframe[0].value) == len(expected.scores)
     at.slider(key="detect_threshold").set_value(1.0).run()
     assert at.metric[0].value == str(int((expected.scores >= 1.0).sum()))
+    # the 0.05 threshold is on the class probability; the score shown is class x centerness probability
+    assert "0.05 threshold (as the official ATSS) applies to the class probability alone" in \
+        at.slider(key="detect_threshold").help
 
 
 def test_switch_toggle_changes_the_chosen_run(app_env, app_checkpoint):
@@ -240,6 +243,32 @@ def test_ablation_table_is_labelled_and_cached(app_env):
     at.switch_page("views/attention_switches.py").run()
     at.number_input(key="ab_n").set_value(2).run()
     assert len(at.tabs[1].dataframe[0].value) == 8  # from disk, no button press
+
+
+def test_ablation_table_runs_at_batch_1_and_says_so(app_env, app_checkpoint, app_data):
+    """The app's AP table is computed at batch size 1 (the official test path, as the CLI) and its CSV
+    says so; a file from before, without the batch size, is not shown but computed again."""
+    import pandas as pd
+
+    from analysis.ablation import KNOCKOUT_NOTE, batch_size_note
+    from analysis.sources import load_model
+    from analysis.tables import read_table, write_table
+    from app import compute
+    from dyhead.evaluate import evaluate_detector
+
+    model, _ = load_model(app_checkpoint, "cpu")
+    ref = compute.ModelRef.of(app_checkpoint, "cpu", None)
+    path = compute.ablation_csv_path(ref, app_data, "val", 1, False)
+    write_table(pd.DataFrame({"setting": ["stale"], "AP": [1.0]}), path, [KNOCKOUT_NOTE])
+    assert compute.cached_ablation(ref, app_data, "val", 1, False) is None
+    df = compute.run_ablation(model, ref, app_data, "val", 1, False)
+    assert len(df) == 8 and compute.ABLATION_BATCH_SIZE == 1
+    assert batch_size_note(1) in read_table(path).attrs["notes"] and batch_size_note(1) in df.attrs["notes"]
+    full = df[(df.L == "\u2713") & (df.S == "\u2713") & (df.C == "\u2713")].iloc[0]
+    alone = evaluate_detector(model, app_data, "val", max_images=1, batch_size=1, progress=False)
+    assert full.AP == pytest.approx(100 * alone["AP"], abs=1e-9)
+    again = compute.cached_ablation(ref, app_data, "val", 1, False)
+    assert again is not None and list(again.setting) == list(df.setting)
 
 
 def test_two_sessions_with_different_switches(app_checkpoint):
