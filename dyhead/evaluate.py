@@ -195,5 +195,11 @@ def main(argv: Optional[list[str]] = None) -> dict:
     return result
 
 
+def cli() -> int:
+    """The ``dyhead-evaluate`` console script: `main`, exit status 0 when it finished."""
+    main()
+    return 0
+
+
 if __name__ == "__main__":
     main()
