@@ -591,3 +591,54 @@ def test_how_it_works_states_what_the_official_code_reads(app_env):
     assert "no normalisation layer" in text and "[−1, 1]" in text
     rows = list(at.dataframe[-1].value.iloc[:, 0])  # the paper-vs-code table, last on the page
     assert "Order (contradicts)" in rows and "DyReLU θ (contradicts)" in rows
+
+
+def test_efficiency_page_states_both_baselines(app_env):
+    """The paper's 254.39 GFLOPs baseline next to this count's 209.8 GMACs, and the reading of the
+    paper's FLOPs as multiply-adds given as an inference."""
+    at = _app()
+    at.switch_page("views/efficiency.py").run()
+    _ok(at)
+    text = " ".join(c.value for c in at.caption)
+    assert "254.39" in text and "209.8 GMACs" in text
+    assert "is an inference" in text and "FLOPs' are multiply-adds" not in text
+
+
+def test_one_network_pass_per_image_switches_and_mode(app_env, monkeypatch):
+    """Detect, Inside the head, How it works and the all-on side of Attention on/off share one pass
+    per (model, image, switches, coarser mode); a switch toggle is one more pass, toggling back none;
+    a coarser mode is one more pass on the same loaded model."""
+    import streamlit as st
+
+    from dyhead.backbone import BackboneWithFPN
+
+    calls = []
+    original = BackboneWithFPN.forward_features
+
+    def counting(self, x):
+        calls.append(tuple(x.shape))
+        return original(self, x)
+
+    monkeypatch.setattr(BackboneWithFPN, "forward_features", counting)
+    st.cache_resource.clear()  # no result of an earlier test
+    at = _app()  # Detect
+    _ok(at)
+    assert len(calls) == 1
+    for page in ("views/inside_head.py", "views/how_it_works.py", "views/attention_switches.py"):
+        at.switch_page(page).run()
+        _ok(at)
+        assert len(calls) == 1, page
+    at.toggle(key="sw_scale").set_value(False).run()
+    _ok(at)
+    assert len(calls) == 2
+    at.toggle(key="sw_scale").set_value(True).run()
+    at.toggle(key="sw_scale").set_value(False).run()
+    _ok(at)
+    assert len(calls) == 2
+    at.sidebar.selectbox(key="coarser").set_value("crop (mmdetection)").run()
+    _ok(at)
+    assert len(calls) == 4  # this page's two settings under the new mode
+    at.switch_page("views/detect.py").run()
+    at.switch_page("views/inside_head.py").run()
+    _ok(at)
+    assert len(calls) == 4
