@@ -217,7 +217,7 @@ def cmd_ablation(args, report: _Report) -> None:
 
 
 def cmd_efficiency(args, report: _Report) -> None:
-    from .efficiency import efficiency_table, plot_efficiency
+    from .efficiency import PAPER_FLOPS_NOTE, efficiency_table, plot_efficiency
 
     blocks = [int(b) for b in args.blocks.split(",")]
     if not args.no_latency:
@@ -229,7 +229,8 @@ def cmd_efficiency(args, report: _Report) -> None:
     df = efficiency_table(blocks=blocks, channels=args.channels, latency=not args.no_latency,
                           latency_repeats=args.latency_repeats, device=_device_or_none(args.device))
     notes = [df.attrs["convention"], f"latency device: {df.attrs['latency_device']}",
-             "paper_delta: Table 2 of the paper (GFLOPs vs a 254.39 baseline)"]
+             "paper_delta: Table 2 of the paper (GFLOPs vs a 254.39 baseline; this count's baseline detector: "
+             "detector_gmacs at 0 blocks)", PAPER_FLOPS_NOTE]
     report.wrote(write_table(df, args.out / "efficiency.csv", notes), "params, GMACs, latency per depth")
     _save_figure(plot_efficiency(df), args.out, "efficiency", report, "Table 2 cost vs depth")
     print("convention: " + df.attrs["convention"])

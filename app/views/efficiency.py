@@ -7,6 +7,7 @@ import streamlit as st
 from analysis.efficiency import (
     BLOCK_COUNTS,
     PAPER_BASELINE_GFLOPS,
+    PAPER_FLOPS_NOTE,
     PAPER_PER_BLOCK,
     PAPER_TABLE2,
     efficiency_table,
@@ -37,9 +38,13 @@ cols = ["blocks", "label", "params", "gmacs", "per_block_gmacs", "delta_gmacs", 
 st.dataframe(shown[cols].round(2), hide_index=True, key="eff_table",
              column_config={"gmacs": "GMACs", "delta_gmacs": "Δ GMACs vs 0 blocks",
                             "paper_delta": "paper Table 2 Δ GFLOPs", "latency_ms": "latency (ms)"})
+baseline = df.loc[df.blocks == 0, "detector_gmacs"] if "detector_gmacs" in df else None
+ours = (f"{float(baseline.iloc[0]):.1f} GMACs" if baseline is not None and len(baseline) and baseline.notna().all()
+        else "not counted here")
 st.caption(f"Paper Table 2 lists the whole ATSS R50 detector ({PAPER_BASELINE_GFLOPS} GFLOPs with the baseline "
            f"head) and the change per depth: {', '.join(f'{k}: {v:+.2f}' for k, v in PAPER_TABLE2.items())}; "
-           f"about {PAPER_PER_BLOCK} per block. The paper's 'FLOPs' are multiply-adds.")
+           f"about {PAPER_PER_BLOCK} per block. This count gives the whole baseline detector {ours}, not "
+           f"{PAPER_BASELINE_GFLOPS}, so only the deltas are compared. Note: {PAPER_FLOPS_NOTE}.")
 st.plotly_chart(plotly_efficiency(shown), key="eff_chart")
 
 d1, d2 = st.columns([1.2, 2])

@@ -86,6 +86,8 @@ def test_efficiency_command(tmp_path, capsys):
     assert code == 0 and "800x1344" in out
     df = read_table(tmp_path / "efficiency.csv")
     assert df.per_block_gmacs.iloc[1] == pytest.approx(21.212, abs=1e-3)
+    assert df.detector_gmacs.iloc[0] == pytest.approx(209.78, abs=0.01)  # the paper says 254.39
+    assert any("inference from the per-depth deltas" in n for n in df.attrs["notes"])
 
 
 def test_clear_errors(tiny_data, tmp_path, capsys):
