@@ -30,14 +30,11 @@ __all__ = ["main", "build_parser"]
 
 
 class _Report:
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.lines: list[str] = []
+    """Prints each file a command wrote, with what it holds."""
 
-    def wrote(self, path: Path, what: str) -> None:
-        line = f"  {path}  ({what})"
-        self.lines.append(line)
-        print(line)
+    @staticmethod
+    def wrote(path: Path, what: str) -> None:
+        print(f"  {path}  ({what})")
 
 
 def _save_figure(fig, out: Path, stem: str, report: _Report, what: str, pdf: bool = True) -> None:
@@ -366,7 +363,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = _Report(args.out)
+    report = _Report()
     print(f"{args.command}: writing to {args.out}")
     try:
         args.func(args, report)
