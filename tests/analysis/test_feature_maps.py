@@ -15,7 +15,6 @@ from analysis.feature_maps import (
     overlay,
     paper_stages,
     plot_feature_grid,
-    plotly_feature_grid,
     reduce_feature,
     reduce_stages,
     stage_overlay,
@@ -109,8 +108,6 @@ def test_overlay_blends_with_opacity(stages):
 def test_figures(stages):
     fig = plot_feature_grid(stages, "pca")
     assert len(fig.axes) == 2 * 5
-    pfig = plotly_feature_grid(stages, "max", color_scale="global")
-    assert len(pfig.data) == 2 * 5
 
 
 def test_default_colour_scale_normalises_each_map(stages):
