@@ -36,7 +36,6 @@ import argparse
 import colorsys
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from multiprocessing import Pool
@@ -238,6 +237,7 @@ def generate_image(seed: int, split: str, index: int, spec: DemoSpec = DemoSpec(
     arr = np.asarray(image, np.int16) + rng.integers(-6, 7, size=(height, width, 1), dtype=np.int16)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), annotations
 
+
 def draw_example(name: str, size: int = 72) -> Image.Image:
     """One object of category `name`, as the generator draws it (its hue, mid saturation and
     brightness, a slight rotation), centred on a plain light background: a picture of the class."""
@@ -248,7 +248,6 @@ def draw_example(name: str, size: int = 72) -> Image.Image:
     _draw_shape(ImageDraw.Draw(image), name, size / 2, size / 2, 0.8 * size, 0.3,
                 _rgb(hue, 0.8, 0.85), _rgb(hue, 0.7, 0.35))
     return image
-
 
 
 def save_jpeg(image: Image.Image, path: Path) -> None:
