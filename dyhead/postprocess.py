@@ -35,12 +35,18 @@ class Detections:
     boxes: Tensor  # [M, 4] float32
     scores: Tensor  # [M] float32
     labels: Tensor  # [M] int64, contiguous class index 0..K-1
+    #: where each detection was scored (set by `postprocess_image`, kept by `rescale_detections`):
+    #: its pyramid level (0 = finest) and its anchor point on that level's padded map, y * W_l + x
+    levels: Optional[Tensor] = None  # [M] int64
+    locations: Optional[Tensor] = None  # [M] int64
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
     def to(self, device) -> "Detections":
-        return Detections(self.boxes.to(device), self.scores.to(device), self.labels.to(device))
+        return Detections(self.boxes.to(device), self.scores.to(device), self.labels.to(device),
+                          None if self.levels is None else self.levels.to(device),
+                          None if self.locations is None else self.locations.to(device))
 
 
 @dataclass
@@ -109,9 +115,11 @@ def postprocess_image(
     scores_all = torch.cat(scores)  # [R]
     labels_all = torch.cat(labels)  # [R]
     keep = batched_nms(boxes_all.float(), scores_all, labels_all, nms_thresh)[:max_detections]
-    dets = Detections(boxes_all[keep], scores_all[keep], labels_all[keep])
+    levels_all = torch.cat(levels)  # [R]
+    locations_all = torch.cat(locations)  # [R]
+    dets = Detections(boxes_all[keep], scores_all[keep], labels_all[keep], levels_all[keep], locations_all[keep])
     if return_candidates:
-        return dets, Candidates(boxes_all, scores_all, labels_all, torch.cat(levels), torch.cat(locations))
+        return dets, Candidates(boxes_all, scores_all, labels_all, levels_all, locations_all)
     return dets
 
 
@@ -128,4 +136,6 @@ def rescale_detections(
     boxes[:, 0::2] = boxes[:, 0::2].clamp(min=0, max=out_w)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=out_h)
     nonempty = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
-    return Detections(boxes[nonempty], dets.scores[nonempty], dets.labels[nonempty])
+    return Detections(boxes[nonempty], dets.scores[nonempty], dets.labels[nonempty],
+                      None if dets.levels is None else dets.levels[nonempty],
+                      None if dets.locations is None else dets.locations[nonempty])
