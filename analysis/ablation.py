@@ -31,7 +31,7 @@ from dyhead.config import AttentionSwitches, knock_out
 
 from .detection_diff import diff_summary, match_detections, plot_detection_pair
 from .sources import dataset_images, dataset_root
-from .tables import read_table
+from .tables import ResumableTable, TableMismatchError, read_table
 
 __all__ = [
     "KNOCKOUT_NOTE",
@@ -149,7 +149,7 @@ def ablation_table(model, data_root, split: str = "val", max_images: Optional[in
                    progress: Optional[Callable[[int, int], None]] = None, show_progress: bool = False,
                    settings: Optional[Sequence[AblationSetting]] = None,
                    csv_path: Optional[str | Path] = None, notes: Sequence[str] = (),
-                   on_row: Optional[Callable[[dict, float], None]] = None) -> pd.DataFrame:
+                   on_row: Optional[Callable[[dict, float], None]] = None, coarser_branch=None) -> pd.DataFrame:
     """COCO AP (percent) of `model` on a split for each setting, in `ablation_settings` order: the 8
     global combinations (all on first), then (with `one_block`) every one-block knock-out.
     Columns `ABLATION_COLUMNS`: setting, kind, L, S, C (check marks), block, attention, AP..APl,
@@ -157,10 +157,12 @@ def ablation_table(model, data_root, split: str = "val", max_images: Optional[in
     batch_size 1 (default) runs each image alone, as the official test path does: batched images are
     padded to a common size, which changes what the attentions pool over.
 
-    csv_path: append each row to this CSV as soon as it is computed, under `notes` ('# ' lines). An
-    existing file is resumed: its notes must equal `notes` and its rows must be the first rows of the
-    full order (every setting, one-block ones included), else `AblationCSVError`; those rows are not
-    computed again, and the DataFrame returned holds every row of the file.
+    csv_path: append each row to this CSV as soon as it is computed, under `notes` ('# ' lines), with
+    the shared resumable protocol (`analysis.tables.ResumableTable`: a ``.done`` file lists the
+    finished settings). An existing file is resumed: its notes and header must equal this run's, else
+    `AblationCSVError`; finished settings are not computed again, a row cut off by an interruption is
+    dropped, and the DataFrame returned holds every row of the file in `ablation_settings` order.
+    coarser_branch: the coarser-branch mode of every pass (None = the model's own).
     progress(done, total) is called after each setting (resumed ones count as done); on_row(row,
     seconds) after each setting computed now; show_progress: one progress bar over all images."""
     from dyhead.evaluate import evaluate_detector
@@ -172,10 +174,18 @@ def ablation_table(model, data_root, split: str = "val", max_images: Optional[in
     if settings is None:
         settings = ablation_settings(num_blocks, one_block)
     rows: list[dict] = []
+    table = None
     if csv_path is not None:
         csv_path = Path(csv_path)
-        rows = _resume_rows(csv_path, list(notes), [s.name for s in order])
-    todo = list(settings)[len(rows):]
+        table = ResumableTable(csv_path, list(notes), ABLATION_COLUMNS)
+        try:
+            done = table.open([s.name for s in order])
+        except TableMismatchError as exc:
+            raise AblationCSVError(str(exc)) from None
+        if done:
+            rows = read_ablation_csv(csv_path).to_dict("records")
+    finished = {r["setting"] for r in rows}
+    todo = [s for s in settings if s.name not in finished]
     reference = _all_on_ap(rows)
     total = max(len(settings), len(rows))
     if progress is not None and rows:
@@ -188,7 +198,7 @@ def ablation_table(model, data_root, split: str = "val", max_images: Optional[in
         for s in todo:
             start = time.perf_counter()
             result = evaluate_detector(model, data_root, split, switches=s.switches, max_images=max_images,
-                                       batch_size=batch_size, progress=False, bar=bar)
+                                       batch_size=batch_size, progress=False, bar=bar, coarser_branch=coarser_branch)
             row = {
                 "setting": s.name, "kind": s.kind,
                 "L": CHECK if s.scale else CROSS, "S": CHECK if s.spatial else CROSS, "C": CHECK if s.task else CROSS,
@@ -200,8 +210,8 @@ def ablation_table(model, data_root, split: str = "val", max_images: Optional[in
                 reference = row["AP"]
             row["delta_AP"] = row["AP"] - reference
             rows.append(row)
-            if csv_path is not None:
-                _append_row(csv_path, row, list(notes))
+            if table is not None:
+                table.append([tuple(row[c] for c in ABLATION_COLUMNS)], [s.name])
             if on_row is not None:
                 on_row(row, time.perf_counter() - start)
             if progress is not None:
@@ -209,8 +219,16 @@ def ablation_table(model, data_root, split: str = "val", max_images: Optional[in
     finally:
         if bar is not None:
             bar.close()
+        if table is not None:
+            table.close()
     if csv_path is not None:
-        return read_ablation_csv(csv_path)
+        df = read_ablation_csv(csv_path)
+        attrs = dict(df.attrs)
+        rank = {s.name: i for i, s in enumerate(order)}
+        df = df.iloc[sorted(range(len(df)), key=lambda i: rank.get(df["setting"].iloc[i], len(rank)))]
+        df = df.reset_index(drop=True)
+        df.attrs.update(attrs)
+        return df
     df = pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
     _set_delta(df)
     df.attrs["note"] = KNOCKOUT_NOTE
@@ -239,48 +257,6 @@ def _all_on_ap(rows: Sequence[dict]) -> float:
 
 def _set_delta(df: pd.DataFrame) -> None:
     df["delta_AP"] = df["AP"] - _all_on_ap(df.to_dict("records"))
-
-
-def _resume_rows(path: Path, notes: list[str], order: list[str]) -> list[dict]:
-    """The rows of an earlier run in `path` (none when it does not exist), checked against this
-    run's notes and setting order. A last line cut off by an interruption is removed."""
-    if not path.is_file():
-        return []
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-        path.write_text(text, encoding="utf-8")
-    if not text:
-        path.unlink()
-        return []
-    df = read_table(path)
-    found = df.attrs["notes"]
-    if found != notes:
-        diff = next(((a, b) for a, b in zip(found + [""] * len(notes), notes + [""] * len(found)) if a != b))
-        raise AblationCSVError(
-            f"{path} was written for other settings (it says {diff[0]!r} where this run says {diff[1]!r}); "
-            "use another output folder or remove the file")
-    if tuple(df.columns) != ABLATION_COLUMNS:
-        raise AblationCSVError(f"{path} has columns {list(df.columns)}, not {list(ABLATION_COLUMNS)}; "
-                               "use another output folder or remove the file")
-    names = list(df["setting"])
-    if names != order[: len(names)]:
-        raise AblationCSVError(f"{path} holds settings {names[:3]}... that are not the first rows of this "
-                               f"run ({order[:3]}...); use another output folder or remove the file")
-    return read_ablation_csv(path).to_dict("records")
-
-
-def _append_row(path: Path, row: dict, notes: list[str]) -> None:
-    """One row at the end of the CSV (notes and header first when the file is new), flushed at once."""
-    new = not path.is_file()
-    if new:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    line = pd.DataFrame([row], columns=list(ABLATION_COLUMNS)).to_csv(index=False, header=new, lineterminator="\n")
-    with path.open("a", encoding="utf-8", newline="") as f:
-        if new:
-            f.writelines(f"# {note}\n" for note in notes)
-        f.write(line)
-        f.flush()
 
 
 def _percent(value: float) -> float:

@@ -47,6 +47,8 @@ def write_preamble(f, notes: Sequence[str], columns: Sequence[str]) -> None:
 
 def _csv_field(value) -> str:
     if isinstance(value, float):
+        if value != value:
+            return ""  # NaN: an empty field, which `read_table` reads back as NaN
         return repr(value)  # every digit: a resumed file is byte-identical to an uninterrupted one
     text = str(value)
     if any(c in text for c in ',"\n\r'):

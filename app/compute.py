@@ -155,11 +155,15 @@ class DetectResult:
     labels: np.ndarray  # [M] contiguous class index
     seconds: float
     device: str
+    #: the level (0 = P3) and anchor point (y * W_l + x on the padded map) that scored each detection
+    levels: Optional[np.ndarray] = None  # [M]
+    locations: Optional[np.ndarray] = None  # [M]
 
     @classmethod
     def of(cls, dets, seconds: float, device: str) -> "DetectResult":
+        where = [None if v is None else v.cpu().numpy() for v in (dets.levels, dets.locations)]
         return cls(dets.boxes.float().cpu().numpy(), dets.scores.float().cpu().numpy(), dets.labels.cpu().numpy(),
-                   seconds, device)
+                   seconds, device, *where)
 
     def table(self, class_names: Sequence[str], threshold: float = 0.0) -> pd.DataFrame:
         keep = self.scores >= threshold
@@ -407,41 +411,46 @@ def _ablation_notes() -> list[str]:
 
 
 def _read_ablation(path: Path) -> Optional[pd.DataFrame]:
-    """The table on disk, or None when there is none or it was written under other notes (an older
-    file that does not record its batch size, or records another one)."""
-    from analysis.ablation import KNOCKOUT_NOTE
-    from analysis.tables import read_table
+    """The finished table on disk, or None when there is none, it is not finished, or it was written
+    under other notes (an older file that does not record its batch size, or records another one)."""
+    from analysis.ablation import read_ablation_csv
 
-    if not path.exists():
+    if not path.exists() or not path.with_name(path.name + ".complete").exists():
         return None
-    df = read_table(path)
+    df = read_ablation_csv(path)
     if df.attrs.get("notes") != _ablation_notes():
         return None
-    df.attrs["note"] = KNOCKOUT_NOTE
     return df
 
 
 def run_ablation(model, ref: ModelRef, root: Path, split: str, max_images: int, one_block: bool,
                  progress: Optional[Callable[[int, int], None]] = None) -> pd.DataFrame:
-    """`analysis.ablation.ablation_table` at batch size 1 (`ABLATION_BATCH_SIZE`), read from disk when
-    it was computed before. The CSV's notes record the batch size; a file without them (an older
-    version's, computed at batch 4) is computed again."""
-    from analysis.tables import write_table
-
+    """`analysis.ablation.ablation_table` at batch size 1 (`ABLATION_BATCH_SIZE`) under the page's
+    coarser-branch mode, written row by row with the shared resumable protocol: an interrupted table
+    resumes where it stopped, a finished one is read from disk. The CSV's notes record the batch size;
+    a file with other notes (an older version's, computed at batch 4) is computed again."""
     path = ablation_csv_path(ref, root, split, max_images, one_block)
     lock = _folder_lock(str(path))
     if not lock.acquire(blocking=False):
         raise BusyError("another session is computing this table right now; reload the page when it is done")
     try:
-        from analysis.ablation import KNOCKOUT_NOTE, ablation_table
+        from analysis.ablation import ablation_settings, ablation_table
 
         df = _read_ablation(path)
         if df is not None:
             return df
-        df = ablation_table(model, root, split, max_images=max_images, one_block=one_block,
-                            batch_size=ABLATION_BATCH_SIZE, progress=progress)
-        write_table(df, path, _ablation_notes())
-        df.attrs.update(note=KNOCKOUT_NOTE, notes=_ablation_notes())
+        settings = ablation_settings(model.config.tower.num_blocks, one_block)
+        try:
+            df = ablation_table(model, root, split, max_images=max_images, settings=settings,
+                                batch_size=ABLATION_BATCH_SIZE, progress=progress, csv_path=path,
+                                notes=_ablation_notes(), coarser_branch=ref.coarser)
+        except ValueError:  # a file of an older version (other notes): computed again
+            for stale in (path, path.with_name(path.name + ".done")):
+                stale.unlink(missing_ok=True)
+            df = ablation_table(model, root, split, max_images=max_images, settings=settings,
+                                batch_size=ABLATION_BATCH_SIZE, progress=progress, csv_path=path,
+                                notes=_ablation_notes(), coarser_branch=ref.coarser)
+        path.with_name(path.name + ".complete").write_text(f"{len(df)}\n")
         return df
     finally:
         lock.release()

@@ -1,0 +1,251 @@
+"""The dashboard at the official size: a random checkpoint in the official ATSS R50 layout (412 keys,
+256 channels, 6 blocks) and an 800x1333 photo-sized image, served by the real Streamlit server and
+driven in headless Chromium. Everything is measured in one run, as ratios to one plain prediction:
+
+* unit: one `model.predict` of the image in this process (median of --repeats, after a warm-up);
+* Inside the head, first render: from handing the upload to the page until its maps are drawn;
+* a switch toggle on Attention on/off (scale attention off in every block): one new setting;
+* the server's peak resident memory (VmHWM) over the whole browser session;
+* optionally the same on an earlier revision of this repository (--before REV, a git worktree), so
+  that a before/after table comes from the same machine and the same run;
+* bfloat16 autocast on the CPU (`precision="bfloat16"`): its speed and its difference to float32.
+
+    python -m benchmarks.app_fullsize                       # 1 thread, the current tree
+    python -m benchmarks.app_fullsize --before 5335771      # and an earlier revision, same run
+
+The manifest of the release's keys comes from the conformance kit (../shared/conformance); without
+it the same layout is built from the `atss_r50_dyhead6` preset and the official key map.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+MANIFEST = REPO.parent / "shared" / "conformance" / "official_atss_r50_dyhead_keys.json"
+
+
+def make_checkpoint(out: Path) -> Path:
+    """A file with exactly the release's keys and shapes (random values)."""
+    import torch
+
+    from dyhead.weights.manifest import save_random_release
+
+    if MANIFEST.is_file():
+        return save_random_release(MANIFEST, out)
+    from dyhead.detector import PRESETS, build_detector
+    from dyhead.weights import official_key_map
+
+    torch.manual_seed(0)
+    model = build_detector(PRESETS["atss_r50_dyhead6"])
+    names = official_key_map(model)
+    torch.save({"model": {names[k]: v for k, v in model.state_dict().items()}}, out)
+    return out
+
+
+def make_image(out: Path, height: int = 800, width: int = 1333) -> Path:
+    """A smooth random photo-sized image (the content does not matter to random weights)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((width, height), Image.BILINEAR).save(out)
+    return out
+
+
+def unit_and_bf16(ckpt: Path, image_path: Path, repeats: int) -> dict:
+    """Median seconds of one plain predict, and of a bfloat16 one, with the bfloat16 differences."""
+    import torch
+
+    from dyhead.preprocess import load_image
+    from dyhead.trace import TraceSpec
+    from dyhead.weights import load_detector
+
+    model, _ = load_detector(ckpt)
+    image = load_image(image_path)
+    model.predict([image])  # warm-up
+
+    def median(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    unit = median(lambda: model.predict([image]))
+    out = {"unit_s": unit}
+    if torch.backends.cpu.get_cpu_capability() is not None:
+        bf16 = median(lambda: model.infer([image], precision="bfloat16"))
+        spec = TraceSpec(outputs=(model.config.tower.num_blocks - 1,))
+        a = model.infer([image], trace=spec)
+        b = model.infer([image], trace=spec, precision="bfloat16")
+        fa = torch.cat([lt.output.flatten() for lt in a.trace.blocks[-1].levels])
+        fb = torch.cat([lt.output.float().flatten() for lt in b.trace.blocks[-1].levels])
+        from analysis.detection_diff import diff_summary, match_detections
+
+        diff = diff_summary(match_detections(a.detections[0], b.detections[0], 0.5, 0.3, model.config.class_names))
+        out.update(bf16_s=bf16, bf16_rel_max=float((fa - fb).abs().max() / fa.abs().max()),
+                   bf16_rel_mean=float((fa - fb).abs().mean() / fa.abs().mean()), bf16_dets=diff,
+                   cpu=torch.backends.cpu.get_cpu_capability())
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def serve_and_measure(tree: Path, ckpt: Path, image_path: Path, threads: int) -> dict:
+    """Start the app of `tree` on `ckpt`, upload the image on Inside the head, toggle scale attention
+    on Attention on/off; seconds of each and the server's peak RSS."""
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    env = {**os.environ, "DYHEAD_APP_CHECKPOINT": str(ckpt), "DYHEAD_APP_CACHE": tempfile.mkdtemp(prefix="dyhead_fs_"),
+           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": str(tree)}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
+                             "--server.fileWatcherType", "none", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+                            cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    out = {}
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.3)
+
+        def settle(page, appear_s: float = 3.0, timeout_s: float = 900.0) -> None:
+            """Wait for the running indicator to show up (the rerun started) and to be gone."""
+            running = page.locator('[data-testid="stStatusWidgetRunningIcon"]')
+            end = time.perf_counter() + appear_s
+            while time.perf_counter() < end and not running.count():
+                page.wait_for_timeout(20)
+            end = time.perf_counter() + timeout_s
+            while time.perf_counter() < end:
+                if not running.count() and not page.locator('[data-testid="stSkeleton"]').count():
+                    page.wait_for_timeout(300)  # a follow-up rerun may start right away
+                    if not running.count():
+                        return
+                page.wait_for_timeout(50)
+            raise TimeoutError("the page did not finish")
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1440, "height": 1400})
+            start = time.perf_counter()
+            page.goto(f"{url}/inside_head")
+            page.locator("h1", has_text="Inside the head").wait_for(timeout=900_000)
+            settle(page)
+            out["open + model load + sample image_s"] = time.perf_counter() - start
+            page.get_by_text("Upload", exact=True).click()
+            settle(page)
+            start = time.perf_counter()
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(image_path))
+            settle(page)
+            page.locator('[data-testid="stImage"] img').first.wait_for(timeout=900_000)
+            out["inside_first_s"] = time.perf_counter() - start
+            errors = page.locator('[data-testid="stException"]').count()
+            page.get_by_role("link", name="Attention on/off").click()
+            page.locator("h1", has_text="Attention on/off").wait_for(timeout=900_000)
+            settle(page)
+            start = time.perf_counter()
+            page.get_by_text("Scale-aware (L)").click()
+            settle(page)
+            out["toggle_s"] = time.perf_counter() - start
+            errors += page.locator('[data-testid="stException"]').count()
+            out["errors"] = errors
+            browser.close()
+        out["peak_rss_mb"] = _peak_rss_mb(proc.pid)
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def worktree(rev: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="dyhead_before_")) / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), rev], cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the bundled demo model and samples are tracked; the checkpoint under test is passed by path
+    return path
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads here and in the server (default 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the plain prediction (median)")
+    parser.add_argument("--before", default=None, help="also measure this git revision (worktree), same run")
+    parser.add_argument("--no-browser", action="store_true", help="only the in-process unit and bfloat16 rows")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="dyhead_fullsize_"))
+    ckpt = make_checkpoint(tmp / "atss_r50_random.pth")
+    image_path = make_image(tmp / "photo_800x1333.png")
+    from benchmarks.common import describe_machine
+
+    print(describe_machine(torch.device("cpu"), args.threads))
+    print(f"checkpoint: official ATSS R50 layout, random weights ({ckpt.stat().st_size / 2**20:.0f} MB); "
+          f"image 800x1333 (resized to 800x1333, padded to 896x1408)")
+    unit = unit_and_bf16(ckpt, image_path, args.repeats)
+    u = unit["unit_s"]
+    print(f"unit: one plain predict {u:.2f} s (median of {args.repeats})")
+    if "bf16_s" in unit:
+        d = unit["bf16_dets"]
+        print(f"bfloat16 autocast (CPU {unit['cpu']}): {unit['bf16_s']:.2f} s = {unit['bf16_s'] / u:.2f}x; last block "
+              f"output max |diff| / max |x| {unit['bf16_rel_max']:.3g}, mean |diff| / mean |x| {unit['bf16_rel_mean']:.3g}; "
+              f"detections (score >= 0.3) {d['reference']} vs {d['other']}, {d['matched']} matched")
+    if args.no_browser or not Path(CHROMIUM).exists():
+        return
+    trees = [("after (this tree)", REPO)]
+    if args.before:
+        trees.insert(0, (f"before ({args.before})", worktree(args.before)))
+    rows = []
+    for label, tree in trees:
+        r = serve_and_measure(tree, ckpt, image_path, args.threads)
+        rows.append((label, r))
+        print(f"{label}: Inside the head first render {r['inside_first_s']:.1f} s = {r['inside_first_s'] / u:.2f}x; "
+              f"switch toggle {r['toggle_s']:.1f} s = {r['toggle_s'] / u:.2f}x; server peak RSS "
+              f"{r['peak_rss_mb'] / 1024:.2f} GB; exceptions on the pages: {r['errors']}")
+    print()
+    print("| tree | Inside the head, first render | switch toggle | server peak RSS |")
+    print("|---|---|---|---|")
+    for label, r in rows:
+        print(f"| {label} | {r['inside_first_s']:.1f} s ({r['inside_first_s'] / u:.2f}x) | {r['toggle_s']:.1f} s "
+              f"({r['toggle_s'] / u:.2f}x) | {r['peak_rss_mb'] / 1024:.2f} GB |")
+    print(f"(unit: one plain predict, {u:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
