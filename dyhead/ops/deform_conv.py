@@ -175,14 +175,14 @@ def _bilinear_taps(
 ) -> tuple[Tensor, Tensor]:
     """Neighbour indices and weights of every sampled value.
 
-    Returns ``index`` Long[N, H_out, W_out, K, 4] into the input flattened to rows
+    Returns ``index`` Int[N, H_out, W_out, K, 4] (int32) into the input flattened to rows
     ``[N*H_in*W_in, C]`` and ``weight`` [N, H_out, W_out, K, 4] = bilinear weight * mask, zero for
     neighbours outside the map (whose index is clamped to a valid row). Neighbour order:
     (y0, x0), (y0, x1), (y1, x0), (y1, x1). Differentiable in offset and mask.
 
-    The 2x2 neighbours are outer products of a row pair and a column pair, so the weights are
-    built from [.., 2] factors (mask folded into the row factor) and the indices from clamped rows
-    and columns: a handful of passes over [N, H_out, W_out, K] instead of over 4 times that.
+    Every factor is computed on [N, H_out, W_out, K] tensors and the four neighbours are stacked
+    once at the end: elementwise ops that broadcast over a trailing dimension of 2 or 4 run several
+    times slower than contiguous ones, and these taps are recomputed for every call.
     """
     n, _, h_out, w_out = offset.shape
     h_in, w_in = in_size
@@ -202,38 +202,35 @@ def _bilinear_taps(
     frac_y = y - y_low
     frac_x = x - x_low
     m = mask.permute(0, 2, 3, 1)  # [N, H_out, W_out, K]
-    # A neighbour row (column) outside the map contributes 0: fold that into its factor.
-    row_weight = torch.stack(
-        (
-            (1 - frac_y) * m * ((y_low >= 0) & (y_low <= h_in - 1)).to(dtype),
-            frac_y * m * ((y_low >= -1) & (y_low <= h_in - 2)).to(dtype),
-        ),
-        dim=-1,
-    )  # [N, H_out, W_out, K, 2]
-    col_weight = torch.stack(
-        (
-            (1 - frac_x) * ((x_low >= 0) & (x_low <= w_in - 1)).to(dtype),
-            frac_x * ((x_low >= -1) & (x_low <= w_in - 2)).to(dtype),
-        ),
-        dim=-1,
-    )
-    weight = (row_weight.unsqueeze(-1) * col_weight.unsqueeze(-2)).flatten(-2)  # [.., K, 4]
 
-    y_low = y_low.long()
-    x_low = x_low.long()
-    batch = torch.arange(n, device=device).view(n, 1, 1, 1, 1) * (h_in * w_in)
-    rows = torch.stack((y_low.clamp(0, h_in - 1), (y_low + 1).clamp(0, h_in - 1)), dim=-1) * w_in
-    cols = torch.stack((x_low.clamp(0, w_in - 1), (x_low + 1).clamp(0, w_in - 1)), dim=-1)
-    index = ((rows + batch).unsqueeze(-1) + cols.unsqueeze(-2)).flatten(-2)  # [N, H_out, W_out, K, 4]
-    return index, weight
+    # Clamped neighbour rows and columns; a neighbour whose row or column had to be clamped lies
+    # outside the map and gets weight 0.
+    y0 = y_low.clamp(0, h_in - 1)
+    y1 = (y_low + 1).clamp_(0, h_in - 1)
+    x0 = x_low.clamp(0, w_in - 1)
+    x1 = (x_low + 1).clamp_(0, w_in - 1)
+    top = (1 - frac_y) * m * (y0 == y_low)
+    bottom = frac_y * m * (y1 == y_low + 1)
+    left = (1 - frac_x) * (x0 == x_low)
+    right = frac_x * (x1 == x_low + 1)
+    weight = torch.stack((top * left, top * right, bottom * left, bottom * right), dim=-1)
+
+    index_dtype = torch.int32 if n * h_in * w_in < 2**31 else torch.int64
+    batch = torch.arange(n, dtype=dtype, device=device).view(n, 1, 1, 1) * (h_in * w_in)
+    if n * h_in * w_in >= 2 / torch.finfo(dtype).eps:  # row numbers no longer exact in `dtype`
+        y0, y1, x0, x1, batch = (t.to(torch.int64) for t in (y0, y1, x0, x1, batch))
+    row_top = y0 * w_in + batch
+    row_bottom = y1 * w_in + batch
+    index = torch.stack((row_top + x0, row_top + x1, row_bottom + x0, row_bottom + x1), dim=-1)
+    return index.to(index_dtype), weight
 
 
 #: Output positions per gather + matrix-multiply step are chosen so that one step's columns
-#: ([positions, K*C_in]) hold about this many values (4 MiB in float32). Whole-map buffers of
+#: ([positions, K*C_in]) hold about this many values (8 MiB in float32). Whole-map buffers of
 #: 100+ MiB are slower, not faster: each is fresh memory from the OS (glibc maps allocations over
 #: 32 MiB anew every time) and is written once and read once from RAM, while a few MiB stay in the
-#: heap and in cache between steps.
-CHUNK_VALUES = 1 << 20
+#: heap (and in the shared L3 cache) between steps.
+CHUNK_VALUES = 1 << 21
 
 
 def _fast_modulated_deform_conv2d(
@@ -285,8 +282,8 @@ def _sample_and_multiply(
         w_tap = _tap_major(weight)  # [C_out, K*C_in]
         index = index.view(n, positions, taps * 4)
         tap_weight = tap_weight.view(n, positions, taps * 4)
-        out = input.new_empty(n, c_out, positions)
         step = max(1, CHUNK_VALUES // (taps * c_in))
+        out = input.new_empty(n, c_out, positions)
         for b in range(n):
             for start in range(0, positions, step):
                 stop = min(positions, start + step)
