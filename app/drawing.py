@@ -62,9 +62,10 @@ def _image_figure(image: np.ndarray, height: Optional[int] = None) -> go.Figure:
 
 def detections_figure(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                       class_names: Sequence[str], title: str = "", highlight: Optional[set] = None,
-                      height: Optional[int] = None) -> go.Figure:
+                      height: Optional[int] = None, indices: Optional[Sequence[int]] = None) -> go.Figure:
     """The image with one rectangle and label per detection (boxes xyxy in image pixels). Boxes whose
-    index is in `highlight` are drawn dashed and thicker."""
+    index is in `highlight` are drawn dashed and thicker. With `indices` (one per box), each box's centre
+    is a visible marker carrying its index as customdata, so that a click selects the detection."""
     fig = _image_figure(image, height)
     xs, ys, texts, colors = [], [], [], []
     for i, (box, score, label) in enumerate(zip(boxes, scores, labels)):
@@ -82,8 +83,14 @@ def detections_figure(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, 
         texts.append(f"{name}<br>score {float(score):.3f}<br>[{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
         colors.append(color)
     if xs:
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", marker=dict(size=6, color=colors, opacity=0.0),
-                                 hovertext=texts, hoverinfo="text"))
+        if indices is None:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", marker=dict(size=6, color=colors, opacity=0.0),
+                                     hovertext=texts, hoverinfo="text"))
+        else:
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", customdata=[int(i) for i in indices],
+                                     marker=dict(size=11, color=colors, opacity=0.55, symbol="circle-dot",
+                                                 line=dict(color="white", width=1)),
+                                     hovertext=[t + "<br>click: probe" for t in texts], hoverinfo="text"))
     if title:
         fig.update_layout(title=dict(text=title, font=dict(size=13)))
     return fig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from app import compute
@@ -34,8 +35,9 @@ c2.metric("Inference time", f"{1000 * result.seconds:.0f} ms", help="preprocessi
 c3.metric("Device", result.device)
 
 fig = detections_figure(image.array, result.boxes[keep], result.scores[keep], result.labels[keep], names,
-                        title=f"{image.name}: {int(keep.sum())} boxes with score ≥ {threshold:.2f}")
-st.plotly_chart(fig, key="detect_figure")
+                        title=f"{image.name}: {int(keep.sum())} boxes with score ≥ {threshold:.2f}",
+                        indices=np.flatnonzero(keep))
+st.plotly_chart(fig, key="detect_figure", on_select="rerun", selection_mode="points")
 
 
 def _matplotlib_figure():
@@ -61,3 +63,17 @@ with d2:
                  notes=[f"{image.name}; boxes xyxy in original-image pixels; score >= {threshold:g}"])
 if image.note:
     st.caption(f"The image was {image.note}.")
+
+st.subheader("Detection probe")
+st.caption("What the head computed at the anchor point that scored a detection: its level's scale weights, where "
+           "each branch samples, the DyReLU coefficients and the feature maps around the box, per block; and which "
+           "attention knock-outs change or remove it (one extra pass per setting, cached).")
+if ctx.num_blocks == 0:
+    st.info("This model has no DyHead blocks: there is nothing inside to probe.")
+else:
+    from app.probe import draw_probe, selected_detection
+
+    inside = compute.inspect_cached(ctx.ref, ctx.model, image.key, image.array, switch_key, image.name)
+    index = selected_detection(inside, np.flatnonzero(keep), "detect_figure", "probe_det", names)
+    if index is not None:
+        draw_probe(ctx, image, inside, index, None, key="probe")

@@ -191,3 +191,19 @@ fig.update_layout(height=300, xaxis_title="channel", yaxis_title="coefficient", 
 st.plotly_chart(fig, key="dy_chart")
 csv_download(dy, "dyrelu_coefficients", key="dy_dl",
              notes=[f"{image.name}; block {block_t}; {level_name(level_t)}"])
+
+# ------------------------------------------------------------------------------------------------
+st.subheader("Probe")
+st.caption("Everything the head computed at one anchor point, per block: the cell chosen above (any position), or "
+           "the anchor point that scored a detection (its level and cell), with which attention knock-outs change "
+           "or remove that detection.")
+from app.probe import ProbeCell, draw_probe, selected_detection  # noqa: E402
+
+target = st.radio("Probe", ["the cell chosen above", "a detection"], horizontal=True, key="ih_probe_target")
+if target == "a detection":
+    index = selected_detection(res, np.flatnonzero(det.scores >= 0.3), "ih_probe_none", "ih_probe_det",
+                               ctx.class_names)
+    if index is not None:
+        draw_probe(ctx, image, res, index, None, key="ih_probe")
+else:
+    draw_probe(ctx, image, res, None, ProbeCell(int(level_o), int(y), int(x)), key="ih_probe")
