@@ -11,6 +11,8 @@ plus `LastLevelP6P7` fed by P5, as detectron2's DyHead backbone does):
 * ``"resnet_torchvision"`` — torchvision's ResNet (RGB, ImageNet mean/std), optionally loading local
   ImageNet weights. Never downloads.
 * ``"small"`` — a narrow residual network for from-scratch training on a CPU.
+* ``"swin"`` — the Swin Transformer of the official Swin-T release (`dyhead.swin`), RGB input with
+  ImageNet mean/std; its stage3-stage5 outputs (after their LayerNorms) feed the FPN.
 
 Shape legend: N batch, H x W the padded input size, C_l channels of level l, F fpn channels.
 Outputs: P3..P7 with strides 8, 16, 32, 64, 128, each [N, F, ceil(H/s), ceil(W/s)].
@@ -28,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from .swin import SwinTransformer
 
 __all__ = [
     "BackboneConfig",
@@ -49,7 +53,7 @@ CAFFE_BGR_MEAN = (103.53, 116.28, 123.675)
 IMAGENET_RGB_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_RGB_STD = (58.395, 57.12, 57.375)
 
-_KINDS = ("resnet_msra", "resnet_torchvision", "small")
+_KINDS = ("resnet_msra", "resnet_torchvision", "small", "swin")
 _MSRA_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 _TORCHVISION_DEPTHS = (18, 34, 50, 101, 152)
 
@@ -75,6 +79,16 @@ class BackboneConfig:
     small_widths: tuple[int, ...] = (16, 24, 32, 64, 128)
     small_blocks: int = 1
     small_norm: str = "batch"
+    #: swin: the official MODEL.SWINT keys (EMBED_DIM, DEPTHS, NUM_HEADS, WINDOW_SIZE, MLP_RATIO,
+    #: DROP_PATH_RATE, OUT_FEATURES); Swin-T by default. The FPN reads stage3..stage5 (strides 8-32).
+    swin_embed_dim: int = 96
+    swin_depths: tuple[int, ...] = (2, 2, 6, 2)
+    swin_num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    swin_window_size: int = 7
+    swin_mlp_ratio: float = 4.0
+    swin_drop_path_rate: float = 0.2
+    swin_out_features: tuple[str, ...] = ("stage3", "stage4", "stage5")
+    #: Input convention. None = the kind's default (MSRA: BGR caffe means, std 1; others: RGB ImageNet).
     #: Input convention. None = the kind's default (MSRA: BGR caffe means, std 1; others: RGB ImageNet).
     pixel_format: Optional[str] = None
     pixel_mean: Optional[tuple[float, ...]] = None
@@ -91,6 +105,8 @@ class BackboneConfig:
             raise ValueError(f"small_widths needs 5 widths (stem, s2, C3, C4, C5), got {self.small_widths}")
         if self.small_norm not in ("batch", "group"):
             raise ValueError(f"small_norm must be 'batch' or 'group', got {self.small_norm!r}")
+        if self.kind == "swin":
+            self._check_swin()
         msra = self.kind == "resnet_msra"
         fmt = self.pixel_format or ("BGR" if msra else "RGB")
         if fmt not in ("BGR", "RGB"):
@@ -101,6 +117,16 @@ class BackboneConfig:
         object.__setattr__(self, "pixel_mean", tuple(float(v) for v in mean))
         object.__setattr__(self, "pixel_std", tuple(float(v) for v in std))
         object.__setattr__(self, "small_widths", tuple(int(v) for v in self.small_widths))
+
+    def _check_swin(self) -> None:
+        for name in ("swin_depths", "swin_num_heads", "swin_out_features"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        dims = [self.swin_embed_dim * 2**i for i in range(len(self.swin_depths))]
+        if len(self.swin_num_heads) != len(dims) or any(d % h for d, h in zip(dims, self.swin_num_heads)):
+            raise ValueError(f"swin stage widths {dims} must divide by their head counts {self.swin_num_heads}")
+        if self.swin_out_features != ("stage3", "stage4", "stage5") or len(dims) != 4:
+            raise ValueError("the FPN reads the stage3, stage4 and stage5 outputs of a 4-stage Swin, got "
+                             f"out_features {list(self.swin_out_features)} of {len(dims)} stages")
 
     def to_dict(self) -> dict:
         return {
@@ -114,6 +140,13 @@ class BackboneConfig:
             "small_widths": list(self.small_widths),
             "small_blocks": self.small_blocks,
             "small_norm": self.small_norm,
+            "swin_embed_dim": self.swin_embed_dim,
+            "swin_depths": list(self.swin_depths),
+            "swin_num_heads": list(self.swin_num_heads),
+            "swin_window_size": self.swin_window_size,
+            "swin_mlp_ratio": self.swin_mlp_ratio,
+            "swin_drop_path_rate": self.swin_drop_path_rate,
+            "swin_out_features": list(self.swin_out_features),
             "pixel_format": self.pixel_format,
             "pixel_mean": list(self.pixel_mean),
             "pixel_std": list(self.pixel_std),
@@ -122,7 +155,7 @@ class BackboneConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "BackboneConfig":
         d = dict(d)
-        for key in ("small_widths", "pixel_mean", "pixel_std"):
+        for key in ("small_widths", "pixel_mean", "pixel_std", "swin_depths", "swin_num_heads", "swin_out_features"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)
@@ -360,6 +393,12 @@ def build_backbone(cfg: BackboneConfig, fpn_channels: int = 256) -> BackboneWith
         body = ResNetMSRA(cfg.depth, cfg.stem_out, cfg.base_width, cfg.res2_out)
     elif cfg.kind == "resnet_torchvision":
         body = TorchvisionResNet(cfg.depth, cfg.frozen_bn, cfg.weights_path)
+    elif cfg.kind == "swin":
+        body = SwinTransformer(
+            embed_dim=cfg.swin_embed_dim, depths=cfg.swin_depths, num_heads=cfg.swin_num_heads,
+            window_size=cfg.swin_window_size, mlp_ratio=cfg.swin_mlp_ratio,
+            drop_path_rate=cfg.swin_drop_path_rate, out_features=cfg.swin_out_features,
+        )
     else:
         body = SmallBackbone(cfg.small_widths, cfg.small_blocks, cfg.small_norm)
     return BackboneWithFPN(body, body.out_channels, fpn_channels)

@@ -4,9 +4,13 @@ Golden layout: `conformance/official_atss_e2e_golden.pt` (README section 9): `st
 key>`, `input.*`, `res3..5`, `p3..p7`, `dyhead.block<i>.p<l>`, `head.{cls_logits,bbox_pred,
 centerness}.p<l>`, `anchors.p<l>`, `prenms.*`, `det_resized.*`, `det.*`, `stress*.det*`.
 
+The Swin-T golden (`official_swint_atss_e2e_golden.pt`, section 12) has the same layout with
+`stage3..5` (after the output norms) for `res3..5`, the pre-norm `swin.stage2` / `swin.stage5`, and
+RGB `input.original_rgb` / `input.resized`.
+
 The detector is built through the official checkpoint import (widths read from the shapes) and fed
 the stored uint8 `input.resized`. Decode/resize is checked separately: our Pillow resize of
-`input.original_bgr` must reproduce `input.resized` bit for bit. Post-processing is checked twice:
+`input.original_bgr` (or `_rgb`) must reproduce `input.resized` bit for bit. Post-processing is checked twice:
 from our own head outputs, and from the stored head outputs (exact inputs, where the official
 post-processing must be reproduced bit for bit), including the two stress sets.
 
@@ -17,6 +21,7 @@ detections: same count, classes and order, final boxes within 1e-3 px (unclipped
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -130,6 +135,14 @@ def _input_sizes(golden: dict, meta: Optional[dict]) -> tuple[int, int]:
     return min(h, w), max(max(h, w), round(min(h, w) * 1333 / 800))
 
 
+def golden_threads(meta: Optional[dict], default: int = 2) -> int:
+    """The torch thread count the golden was computed with, as its JSON's ``inference_path`` records
+    it (``torch.set_num_threads(N)``: 2 for the R50 ATSS golden, 1 for Swin-T). Float32 sums are split
+    differently with another count, which moves the unclipped boxes by up to ~1e-3 px."""
+    match = re.search(r"set_num_threads\((\d+)\)", str((meta or {}).get("inference_path", "")))
+    return int(match.group(1)) if match else default
+
+
 def _postprocess(model, cls, box, ctr, anchors, rsize, osize, with_candidates=False):
     cfg = model.config
     dets, cands = postprocess_image(cls, box, ctr, anchors, model.box_coder, cfg.score_thresh, cfg.pre_nms_top_n,
@@ -138,16 +151,28 @@ def _postprocess(model, cls, box, ctr, anchors, rsize, osize, with_candidates=Fa
     return (dets, final, cands) if with_candidates else (dets, final)
 
 
+def _channel_order(golden: dict) -> str:
+    """The channel order of the golden's stored images: "RGB" (Swin-T) or "BGR" (the R50 goldens)."""
+    return "RGB" if "input.original_rgb" in golden else "BGR"
+
+
+def _reorder(hwc, order: str):
+    """An HxWx3 array from RGB to `order` or back (a channel flip for BGR), as a contiguous copy."""
+    return hwc[:, :, ::-1].copy() if order == "BGR" else hwc.copy()
+
+
 def _photo_check(golden: dict, meta: Optional[dict], golden_dir: Optional[Path]) -> Optional[Check]:
-    """Our decode of the golden's photo (when the file lies beside the golden) vs input.original_bgr."""
+    """Our decode of the golden's photo (when the file lies beside the golden) vs input.original_bgr/_rgb."""
     name = ((meta or {}).get("input") or {}).get("photo")
-    if not name or golden_dir is None or "input.original_bgr" not in golden:
+    order = _channel_order(golden)
+    key = f"input.original_{order.lower()}"
+    if not name or golden_dir is None or key not in golden:
         return None
     path = Path(golden_dir) / name
     if not path.is_file():
         return None
-    bgr = torch.from_numpy(load_image(path)[:, :, ::-1].copy())
-    return _exact(f"decode of {name} vs input.original_bgr", "input", bgr, golden["input.original_bgr"])
+    ours = torch.from_numpy(_reorder(load_image(path), order))
+    return _exact(f"decode of {name} vs {key}", "input", ours, golden[key])
 
 
 def compare_detector(
@@ -166,18 +191,20 @@ def compare_detector(
     cfg, bb = model.config, model.config.backbone
 
     # Input: decode/resize from the stored original, then normalise + pad.
-    resized_bgr = golden["input.resized"]  # [3, h, w] uint8, BGR
+    order = _channel_order(golden)
+    original_key = f"input.original_{order.lower()}"
+    resized_stored = golden["input.resized"]  # [3, h, w] uint8, in the golden's channel order
     photo = _photo_check(golden, meta, golden_dir)
     if photo is not None:
         checks.append(photo)
-    if "input.original_bgr" in golden:
-        original_rgb = golden["input.original_bgr"].numpy()[:, :, ::-1].copy()
+    if original_key in golden:
+        original_rgb = _reorder(golden[original_key].numpy(), order)
         h0, w0 = original_rgb.shape[:2]
         size_ok = resized_size(h0, w0, min_size, max_size) == tuple(int(v) for v in golden["input.resized_size"])
         checks.append(Check("input", "resized size (int(x+0.5) rounding)", 0.0 if size_ok else float("inf"), "exact", size_ok))
-        ours = torch.from_numpy(resize_image(original_rgb, min_size, max_size)[:, :, ::-1].copy()).permute(2, 0, 1)
-        checks.append(_exact("Pillow resize of input.original_bgr vs input.resized", "input", ours, resized_bgr))
-    resized_rgb = resized_bgr.permute(1, 2, 0).flip(-1).numpy().copy()
+        ours = torch.from_numpy(_reorder(resize_image(original_rgb, min_size, max_size), order)).permute(2, 0, 1)
+        checks.append(_exact(f"Pillow resize of {original_key} vs input.resized", "input", ours, resized_stored))
+    resized_rgb = _reorder(resized_stored.permute(1, 2, 0).numpy(), order)
     batch, sizes = to_model_input([resized_rgb], bb.pixel_format, bb.pixel_mean, bb.pixel_std, cfg.size_divisibility)
     if "input.padded_normalized" in golden:
         checks.append(_exact("normalise + pad (input.padded_normalized)", "input", batch, golden["input.padded_normalized"]))
@@ -188,10 +215,16 @@ def compare_detector(
     try:
         with torch.no_grad():
             out = model(batch, return_trace=True)
+            # Swin: every stage before its output norm (the golden keeps swin.stage2 and swin.stage5).
+            raw_stages = model.backbone.body.forward_stages(batch)[0] if bb.kind == "swin" else []
     finally:
         torch.set_num_threads(previous)
 
-    for name, ours in zip(("res3", "res4", "res5"), out.bottom_up):
+    for i, ours in enumerate(raw_stages):
+        if f"swin.stage{i + 2}" in golden:
+            checks.append(_close(f"swin.stage{i + 2}", "backbone", ours, golden[f"swin.stage{i + 2}"], FEATURE_ATOL, FEATURE_RTOL))
+    bottom_up_names = ("stage3", "stage4", "stage5") if bb.kind == "swin" else ("res3", "res4", "res5")
+    for name, ours in zip(bottom_up_names, out.bottom_up):
         if name in golden:
             checks.append(_close(name, "backbone", ours, golden[name], FEATURE_ATOL, FEATURE_RTOL))
     for name, ours in zip(LEVELS, out.pyramid):
@@ -256,7 +289,7 @@ def run_detector_conformance(
     golden: dict[str, Tensor], meta: Optional[dict] = None, golden_dir: Optional[Path] = None
 ) -> bool:
     """Print a table of every check; True when all pass."""
-    checks = compare_detector(golden, meta, golden_dir=golden_dir)
+    checks = compare_detector(golden, meta, threads=golden_threads(meta), golden_dir=golden_dir)
     print("ATSS + DyHead end-to-end conformance (float32, CPU; official checkpoint import, stored input.resized)")
     width = max(len(c.name) for c in checks)
     section = None

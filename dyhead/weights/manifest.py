@@ -3,7 +3,8 @@
 The conformance kit lists every key and shape of each official release
 (``official_*_keys.json``: ``{"keys": {name: shape}}``). `state_from_manifest` draws a state dict with
 exactly those keys and shapes, with values of the right kind (convolutions scaled by their fan-in,
-normalisation layers neutral, running variances 1, the classification bias at the 0.01 prior), so that
+normalisation layers neutral, running variances 1, the classification bias at the 0.01 prior, Swin's
+int64 ``relative_position_index`` buffers at their deterministic values), so that
 a full-size checkpoint can be loaded, timed and served without downloading the released file.
 """
 
@@ -16,6 +17,8 @@ from typing import Union
 
 import torch
 from torch import Tensor
+
+from ..swin import relative_position_index
 
 __all__ = ["read_manifest", "state_from_manifest", "save_random_release"]
 
@@ -30,6 +33,8 @@ def read_manifest(path: Union[str, Path]) -> dict[str, list[int]]:
 
 
 def _value(name: str, shape: list[int], g: torch.Generator) -> Tensor:
+    if name.endswith("relative_position_index"):  # [w*w, w*w], not a weight
+        return relative_position_index(math.isqrt(shape[0]))
     if name.endswith("running_var"):
         return torch.ones(shape)
     if name.endswith("running_mean") or name.endswith("num_batches_tracked"):
