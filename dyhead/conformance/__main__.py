@@ -49,6 +49,10 @@ def run_detector(golden: dict, path: Path, args) -> bool:
 
     meta_path = path.with_suffix(".json")
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    if "state_dict.head.cls_score.weight" in golden or "state_dict.roi_heads.box_predictor.cls_score.weight" in golden:
+        from .kinds import run_kind_conformance  # RetinaNet / Faster R-CNN (README sections 10, 11)
+
+        return run_kind_conformance(golden, meta, golden_dir=path.parent)
     return run_detector_conformance(golden, meta, golden_dir=path.parent)
 
 
