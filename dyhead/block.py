@@ -126,6 +126,17 @@ class DyHeadBlock(nn.Module):
         use_spatial = switches.spatial and self.spatial_offsets is not None
         use_scale = switches.scale and self.scale_attention is not None
         use_task = switches.task and self.task_attention is not None
+        # What replaces a built attention switched off (dyhead.config SCALE_KNOCKOUTS, TASK_KNOCKOUTS).
+        scale_constants = not use_scale and self.scale_attention is not None and switches.scale_off != "fixed-1"
+        task_constants = not use_task and self.task_attention is not None and switches.task_off == "static"
+        constants = switches.constants
+        if scale_constants or task_constants:
+            if constants is None:
+                raise ValueError(
+                    f"{switches.description} needs the calibrated knock-out constants: pass "
+                    "AttentionSwitches(..., constants=dyhead.knockout.load_or_calibrate(...)), or choose "
+                    "scale_off='fixed-1' / task_off='relu'")
+            constants.check(index, len(features), self.config.channels)
 
         outputs: list[Tensor] = []
         traces: list[LevelTrace] = []
@@ -150,12 +161,20 @@ class DyHeadBlock(nn.Module):
                 logits = {src: self.scale_attention.logits(b) for src, b in branches.items()}
                 weights = {src: hard_sigmoid(v) for src, v in logits.items()}
                 weighted = [b * weights[src][:, None, None, None] for src, b in branches.items()]
+            elif scale_constants:  # the dataset-mean weights, the same for every image
+                fixed = constants.scale_weights(index, level, branches, like=x,
+                                                per_source=switches.scale_off == "calibrated-per-source")
+                weights = {src: v.expand(x.shape[0]) for src, v in fixed.items()}  # [N] each, for the trace
+                weighted = [b * weights[src][:, None, None, None] for src, b in branches.items()]
             else:
                 weighted = list(branches.values())  # every weight 1: a plain mean
             mean = sum(weighted[1:], weighted[0]) / len(weighted)  # [N, C, H_l, W_l]
 
             if use_task:
                 coeffs = self.task_attention.coefficients(mean)
+                out = TaskAttention.apply(mean, coeffs)
+            elif task_constants:  # the dataset-mean coefficients: a fixed activation per channel
+                coeffs = constants.dyrelu(index, level, x.shape[0], like=x)
                 out = TaskAttention.apply(mean, coeffs)
             else:
                 coeffs = None
@@ -182,7 +201,8 @@ class DyHeadBlock(nn.Module):
 def _level_trace(spec: TraceSpec, block: int, level: int, x, offset, mask, branches, logits, weights, mean,
                  coeffs, out) -> LevelTrace:
     """The values of one level that `spec` asks for in `block`; switched-off attentions are recorded
-    with their neutral values (zero offsets, masks of 1, weights of 1, a plain ReLU's coefficients)."""
+    with the values that replaced them (zero offsets, masks of 1; the calibrated weights or 1; the
+    static coefficients or a plain ReLU's)."""
     n, c, h, w = x.shape
     t = LevelTrace()
     if spec.wants("spatial", block):
@@ -190,7 +210,7 @@ def _level_trace(spec: TraceSpec, block: int, level: int, x, offset, mask, branc
             offset, mask = x.new_zeros(n, OFFSET_CHANNELS, h, w), x.new_ones(n, KERNEL_TAPS, h, w)
         t.offset, t.mask = offset.detach(), mask.detach()
     if spec.wants("scale", block):
-        if not weights:  # scale attention off: every weight is 1
+        if not weights:  # scale attention off with "fixed-1" (or not built): every weight is 1
             weights = {src: x.new_ones(n) for src in branches}
         t.scale_weights = {src: v.detach() for src, v in weights.items()}
         t.scale_logits = {src: v.detach() for src, v in logits.items()}

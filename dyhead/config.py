@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 
 class CoarserBranchMode(str, enum.Enum):
@@ -82,27 +82,80 @@ class DyHeadConfig:
         return cls(**d)
 
 
+#: What "scale attention off" puts in place of the dynamic weights (`AttentionSwitches.scale_off`):
+#: * "calibrated" (default): one constant per (block, level), the dataset mean of that level's weights
+#:   over all its source branches (`dyhead.knockout.KnockoutConstants`), so the block's output keeps
+#:   the magnitude the rest of the network was trained on;
+#: * "calibrated-per-source": one constant per (block, level, source level), the dataset mean of each
+#:   branch's weight: a static (input-independent) scale attention;
+#: * "fixed-1": every weight 1, a plain mean of the branches. Official weights lie in [0.5, 1] and sit
+#:   near 0.5, so this also rescales every block's output by up to 2x.
+SCALE_KNOCKOUTS = ("calibrated", "calibrated-per-source", "fixed-1")
+#: What "task attention off" puts in place of the dynamic DyReLU (`AttentionSwitches.task_off`):
+#: * "relu" (default): DyReLU's neutral coefficients a1=1, b1=a2=b2=0, a plain ReLU;
+#: * "static": the dataset-mean coefficients per (block, level, channel), a fixed piecewise-linear
+#:   activation, which isolates the input-dependent part of the attention.
+TASK_KNOCKOUTS = ("relu", "static")
+#: Spatial attention off has one reading: zero offsets and masks of 1, an ordinary 3x3 conv in each
+#: branch. The cross-level aggregation (the paper's Eq. 4 sums over levels too) stays on.
+SPATIAL_KNOCKOUT = "zero-offsets"
+
+
 @dataclass(frozen=True)
 class AttentionSwitches:
-    """Which attentions run in one block for one call. Off means the neutral value:
+    """Which attentions run in one block for one call, and what replaces an attention switched off:
 
-    * scale off   -> every scale weight is 1: the branches are plainly averaged;
-    * spatial off -> zero offsets and masks of 1: each deformable conv acts as an ordinary 3x3 conv;
-    * task off    -> DyReLU's neutral coefficients (a1=1, b1=a2=b2=0): a plain ReLU.
+    * scale off   -> `scale_off` (`SCALE_KNOCKOUTS`): calibrated constants (default), per-source
+      calibrated constants, or every weight 1 ("fixed-1");
+    * spatial off -> zero offsets and masks of 1: each deformable conv acts as an ordinary 3x3 conv
+      (the branches from the neighbouring levels are still computed and averaged);
+    * task off    -> `task_off` (`TASK_KNOCKOUTS`): a plain ReLU (default) or the dataset-mean
+      DyReLU coefficients ("static").
+
+    The calibrated and static variants read their values from `constants`
+    (`dyhead.knockout.KnockoutConstants`, from `dyhead.knockout.calibrate`), a per-call value like
+    the switches themselves: a call that needs them and has none raises ValueError.
     """
 
     scale: bool = True
     spatial: bool = True
     task: bool = True
+    scale_off: str = "calibrated"
+    task_off: str = "relu"
+    #: dyhead.knockout.KnockoutConstants (compared and hashed by identity), or None
+    constants: Optional[Any] = None
+
+    def __post_init__(self) -> None:
+        if self.scale_off not in SCALE_KNOCKOUTS:
+            raise ValueError(f"scale_off must be one of {SCALE_KNOCKOUTS}, got {self.scale_off!r}")
+        if self.task_off not in TASK_KNOCKOUTS:
+            raise ValueError(f"task_off must be one of {TASK_KNOCKOUTS}, got {self.task_off!r}")
 
     @classmethod
-    def all_off(cls) -> "AttentionSwitches":
-        return cls(scale=False, spatial=False, task=False)
+    def all_off(cls, **variants) -> "AttentionSwitches":
+        return cls(scale=False, spatial=False, task=False, **variants)
+
+    @property
+    def needs_constants(self) -> bool:
+        """Whether this value's knock-outs read calibrated constants."""
+        return (not self.scale and self.scale_off != "fixed-1") or (not self.task and self.task_off == "static")
 
     @property
     def label(self) -> str:
         on = [name for name in ("scale", "spatial", "task") if getattr(self, name)]
         return "+".join(on) if on else "none"
+
+    @property
+    def description(self) -> str:
+        """What this value switches off and with which variant, e.g. 'scale off (calibrated), task off (relu)'."""
+        parts = []
+        if not self.scale:
+            parts.append(f"scale off ({self.scale_off})")
+        if not self.spatial:
+            parts.append(f"spatial off ({SPATIAL_KNOCKOUT})")
+        if not self.task:
+            parts.append(f"task off ({self.task_off})")
+        return ", ".join(parts) if parts else "all on"
 
 
 #: A forward call takes one value for every block, or one per block.
@@ -124,11 +177,12 @@ def switches_per_block(switches: SwitchesArg, num_blocks: int) -> tuple[Attentio
     return per_block
 
 
-def knock_out(num_blocks: int, block: int, attention: str) -> tuple[AttentionSwitches, ...]:
-    """Switches with one attention ('scale', 'spatial' or 'task') off in one block only."""
+def knock_out(num_blocks: int, block: int, attention: str, **variants) -> tuple[AttentionSwitches, ...]:
+    """Switches with one attention ('scale', 'spatial' or 'task') off in one block only; `variants`
+    are `AttentionSwitches` fields (scale_off, task_off, constants) of the block switched off."""
     if attention not in ("scale", "spatial", "task"):
         raise ValueError(f"unknown attention {attention!r}; expected scale, spatial or task")
     if not 0 <= block < num_blocks:
         raise ValueError(f"block {block} out of range for a tower of {num_blocks} blocks")
-    off = AttentionSwitches(**{attention: False})
+    off = AttentionSwitches(**{attention: False}, **variants)
     return tuple(off if i == block else AttentionSwitches() for i in range(num_blocks))

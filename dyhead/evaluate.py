@@ -18,13 +18,14 @@ import io
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from dyhead.coco_results import detections_to_coco, write_coco_results
-from dyhead.config import AttentionSwitches, SwitchesArg
+from dyhead.config import SCALE_KNOCKOUTS, TASK_KNOCKOUTS, AttentionSwitches, SwitchesArg
 from dyhead.data.coco import DatasetError, load_coco, resolve_split
 from dyhead.preprocess import ImageLoadError, load_image
 
@@ -129,6 +130,9 @@ def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesAr
     if results_path is not None:
         write_coco_results(results_path, results)
     label = switches.label if isinstance(switches, AttentionSwitches) else ("all" if switches is None else "per-block")
+    knockout = switches.description if isinstance(switches, AttentionSwitches) else (
+        "all on" if switches is None else "; ".join(f"block {b + 1}: {s.description}"
+                                                    for b, s in enumerate(switches) if s.description != "all on"))
     return {
         **metrics,
         "num_images": len(evaluated),
@@ -137,6 +141,7 @@ def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesAr
         "split": paths.split,
         "data_root": str(data_root),
         "switches": label,
+        "knockout": knockout,
         "seconds": round(time.perf_counter() - start, 1),
     }
 
@@ -148,18 +153,18 @@ def format_table(result: dict) -> str:
     lines.append("per-class AP")
     lines += [f"  {name:<10} {100 * ap:6.1f}" for name, ap in result["per_class"].items()]
     lines.append(f"({result['num_images']} images, {result['num_detections']} detections, "
-                 f"split {result['split']}, attentions: {result['switches']})")
+                 f"split {result['split']}, attentions: {result['switches']}; {result.get('knockout', '')})")
     return "\n".join(lines)
 
 
-def _parse_switches(text: Optional[str]) -> Optional[AttentionSwitches]:
+def _parse_switches(text: Optional[str], **variants) -> Optional[AttentionSwitches]:
     if not text:
         return None
     off = {part.strip() for part in text.split(",") if part.strip()}
     unknown = off - {"scale", "spatial", "task"}
     if unknown:
         raise SystemExit(f"--attention-off: unknown attention(s) {sorted(unknown)}; use scale, spatial, task")
-    return AttentionSwitches(**{name: False for name in off})
+    return AttentionSwitches(**{name: False for name in off}, **variants)
 
 
 def main(argv: Optional[list[str]] = None) -> dict:
@@ -173,6 +178,14 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--detections-out", default=None, help="write the raw COCO-format detections here")
     parser.add_argument("--attention-off", default=None, metavar="LIST",
                         help="switch attentions off at inference, e.g. 'scale' or 'spatial,task'")
+    parser.add_argument("--scale-off", default="calibrated", choices=SCALE_KNOCKOUTS,
+                        help="what replaces the scale weights: dataset means per (block, level) (default), "
+                             "per (block, level, source), or 1")
+    parser.add_argument("--task-off", default="relu", choices=TASK_KNOCKOUTS,
+                        help="what replaces DyReLU: a plain ReLU (default) or the dataset-mean coefficients")
+    parser.add_argument("--calibration-split", default="train",
+                        help="split of --data the calibrated constants are computed on when the checkpoint "
+                             "has none saved beside it (dyhead.knockout.load_or_calibrate)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
@@ -183,7 +196,14 @@ def main(argv: Optional[list[str]] = None) -> dict:
     from dyhead.device import resolve_device
 
     model, info = load_detector(args.checkpoint, device=resolve_device(args.device))
-    result = evaluate_detector(model, args.data, args.split, switches=_parse_switches(args.attention_off),
+    switches = _parse_switches(args.attention_off, scale_off=args.scale_off, task_off=args.task_off)
+    if switches is not None and switches.needs_constants:
+        from dyhead.knockout import load_or_calibrate
+
+        constants = load_or_calibrate(model, args.checkpoint, args.data, args.calibration_split,
+                                      progress=not args.no_progress)
+        switches = replace(switches, constants=constants)
+    result = evaluate_detector(model, args.data, args.split, switches=switches,
                                max_images=args.max_images, batch_size=args.batch_size,
                                progress=not args.no_progress, results_path=args.detections_out)
     result["checkpoint"] = str(args.checkpoint)

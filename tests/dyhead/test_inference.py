@@ -104,7 +104,7 @@ def test_reduced_and_cropped_feature_maps(model, image):
 
 
 def test_switches_and_coarser_mode_are_per_call(model, image):
-    off = model.infer([image], switches=AttentionSwitches(scale=False), trace=TraceSpec(scale=True)).trace
+    off = model.infer([image], switches=AttentionSwitches(scale=False, scale_off="fixed-1"), trace=TraceSpec(scale=True)).trace
     assert all(float(v) == 1.0 for b in off.blocks for lt in b.levels for v in lt.scale_weights.values())
 
     batch, _, _ = model.preprocess([image])

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from dyhead.config import AttentionSwitches, DyHeadConfig, knock_out, switches_per_block
 from tests.dyhead.test_tower import SIZES, pyramid, randomized_tower
 
-OFF = AttentionSwitches.all_off()
+OFF = AttentionSwitches.all_off(scale_off="fixed-1")  # the neutral values, no calibration
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_neutral_values_in_the_trace(tower, inputs):
 
 def test_scale_off_averages_the_same_branches(tower, inputs):
     _, on = tower(inputs, return_trace=True)
-    _, off = tower(inputs, switches=AttentionSwitches(scale=False), return_trace=True)
+    _, off = tower(inputs, switches=AttentionSwitches(scale=False, scale_off="fixed-1"), return_trace=True)
     t_on, t_off = on.blocks[0].levels[2], off.blocks[0].levels[2]
     for src in (1, 2, 3):  # the spatial step is unchanged, only the weights become 1
         assert torch.equal(t_on.branches[src], t_off.branches[src])
@@ -90,7 +90,7 @@ def test_task_off_is_relu(tower, inputs):
 
 def test_per_block_switches(tower, inputs):
     _, on = tower(inputs, return_trace=True)
-    _, second_off = tower(inputs, switches=knock_out(2, 1, "scale"), return_trace=True)
+    _, second_off = tower(inputs, switches=knock_out(2, 1, "scale", scale_off="fixed-1"), return_trace=True)
     for a, b in zip(on.blocks[0].levels, second_off.blocks[0].levels):
         assert torch.equal(a.output, b.output)  # block 0 untouched
     assert all(torch.equal(w, torch.ones(2)) for w in second_off.blocks[1].levels[0].scale_weights.values())
@@ -106,7 +106,7 @@ def test_off_and_on_again_is_bit_identical(tower, inputs):
 
 
 def test_concurrent_calls_do_not_see_each_others_switches(tower, inputs):
-    settings = [AttentionSwitches(), OFF, AttentionSwitches(scale=False), knock_out(2, 1, "spatial")]
+    settings = [AttentionSwitches(), OFF, AttentionSwitches(scale=False, scale_off="fixed-1"), knock_out(2, 1, "spatial")]
     expected = [tower(inputs, switches=s) for s in settings]
     results: dict[tuple[int, int], list] = {}
 
@@ -132,3 +132,14 @@ def test_switch_argument_validation():
         knock_out(2, 0, "channel")
     assert AttentionSwitches(spatial=False).label == "scale+task"
     assert OFF.label == "none"
+    assert OFF.description == "scale off (fixed-1), spatial off (zero-offsets), task off (relu)"
+    with pytest.raises(ValueError, match="scale_off"):
+        AttentionSwitches(scale=False, scale_off="one")
+
+
+def test_calibrated_variants_need_constants(tower, inputs):
+    for switches in (AttentionSwitches(scale=False), AttentionSwitches(task=False, task_off="static")):
+        assert switches.needs_constants
+        with pytest.raises(ValueError, match="knock-out constants"):
+            tower(inputs, switches=switches)
+    assert not AttentionSwitches(task=False).needs_constants
