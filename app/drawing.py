@@ -167,7 +167,7 @@ def sampling_figure(image: np.ndarray, points: pd.DataFrame, center: tuple[float
 
 
 def show_feature_grid(stages, reduced, rows: Sequence[str], opacity: float, cmap: str = "inferno",
-                      column_titles: Optional[Sequence[str]] = None) -> None:
+                      column_titles: Optional[Sequence[str]] = None, first_level: int = 3) -> None:
     """Feature maps as a grid of images (rows = stages, columns = levels), each the reduced map
     (`analysis.feature_maps.ReducedMaps`) placed on the image with `analysis.feature_maps.stage_overlay`
     (each cell where it lies when `stages` carries its geometry, `analysis.feature_maps.with_geometry`).
@@ -181,7 +181,7 @@ def show_feature_grid(stages, reduced, rows: Sequence[str], opacity: float, cmap
 
     image, _ = display_image(stages.image, 640)  # each cell is small; overlays of a large image are slow
     num_levels = reduced.num_levels
-    titles = list(column_titles) if column_titles else [level_name(l) for l in range(num_levels)]
+    titles = list(column_titles) if column_titles else [level_name(l, first_level) for l in range(num_levels)]
     widths = [1.0] * num_levels + [0.55]
     header = st.columns(widths, gap="small")
     for l, title in enumerate(titles):

@@ -9,7 +9,9 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from analysis.levels import level_label, level_name
+from functools import partial
+
+from analysis import levels
 from app import compute
 from app.controls import block_slider
 from app.downloads import csv_download
@@ -34,6 +36,9 @@ if ctx.num_blocks == 0:
 res = compute.inspect_cached(ctx.ref, ctx.model, image.key, image.array, compute.all_on_key(ctx.num_blocks),
                              image.name)
 B, L = res.num_blocks, res.num_levels
+# Level names from the model's strides (P2..P6 for Faster R-CNN, else P3..P7).
+level_name = partial(levels.level_name, first_level=levels.first_level_of(res.strides))
+level_label = partial(levels.level_label, first_level=levels.first_level_of(res.strides))
 st.caption(f"Live values: {image.name}, model `{ctx.checkpoint.name}`.")
 block = block_slider("Block for the live values", B, key="hw_block")
 
@@ -72,7 +77,8 @@ with right:
         csv_download(lb.assign(block=block, weight=hard_sigmoid(torch.tensor(lb.logit.to_numpy())).numpy()),
                      "scale_logits_and_weights", key="hw_sigmoid_dl",
                      notes=[f"{image.name}; block {block} (1-based); logit = input of relu6(x+3)/6 after the ReLU"])
-w = res.weights[res.weights.block == block - 1]
+w = res.weights[res.weights.block == block - 1].assign(
+    level_name=lambda d: d.level.map(level_name), source_name=lambda d: d.source_level.map(level_name))
 table = w.pivot_table(index="level_name", columns="source_name", values="weight")
 table = table.reindex(index=[level_name(l) for l in range(L)], columns=[level_name(l) for l in range(L)])
 st.markdown(f"**This image, block {block}:** weight of each source level (columns) in each output level (rows); "

@@ -10,7 +10,10 @@ import streamlit as st
 
 from analysis.feature_maps import (COLOR_SCALE_TEXT, COLOR_SCALES, color_scale_note, paper_stages,
                                    plot_feature_grid, reduce_stages, with_geometry)
-from analysis.levels import LEVEL_NOTE, level_label, level_name
+from functools import partial
+
+from analysis import levels
+from analysis.levels import LEVEL_NOTE
 from app import compute
 from app.controls import block_slider
 from app.downloads import csv_download, figure_downloads, reduced_maps_table
@@ -31,6 +34,10 @@ if ctx.num_blocks == 0:
 
 res = compute.inspect_cached(ctx.ref, ctx.model, image.key, image.array, compute.all_on_key(ctx.num_blocks),
                              image.name)
+# Level names from the model's strides (P2..P6 for Faster R-CNN, else P3..P7).
+FIRST_LEVEL = levels.first_level_of(res.strides)
+level_name = partial(levels.level_name, first_level=FIRST_LEVEL)
+level_label = partial(levels.level_label, first_level=FIRST_LEVEL)
 # Each level's cells drawn where they lie on the image (its network-input size and strides).
 stages = with_geometry(res.stages, res.resized_size, res.strides)
 L = res.num_levels
@@ -60,7 +67,7 @@ if not rows:
     st.info("Choose at least one stage.")
 else:
     reduced = reduce_stages(stages, reduction, color_scale, which=rows)
-    show_feature_grid(stages, reduced, rows, opacity)
+    show_feature_grid(stages, reduced, rows, opacity, first_level=FIRST_LEVEL)
     scale_text = color_scale_note(color_scale)
     if reduction == "pca":
         st.caption(f"{scale_text[0].upper() + scale_text[1:]}. PCA: mid-grey = 0, each component divided by its "
@@ -95,6 +102,7 @@ st.caption("Scale-aware attention gives each branch of an output level one weigh
            "relu6(ReLU(f(pool(branch))) + 3) / 6, in [0.5, 1]. Sources: the finer neighbour l-1, the level "
            "itself, the coarser neighbour l+1.")
 w = res.weights.copy()
+w["level_name"] = w.level.map(level_name)
 w["role"] = np.select([w.source_level < w.level, w.source_level == w.level], ["finer (l-1)", "same (l)"],
                       "coarser (l+1)")
 block_w = block_slider("Block", res.num_blocks, key="sw_block")

@@ -642,3 +642,27 @@ def test_one_network_pass_per_image_switches_and_mode(app_env, monkeypatch):
     at.switch_page("views/inside_head.py").run()
     _ok(at)
     assert len(calls) == 4
+
+
+@pytest.mark.parametrize("kind", ["retinanet", "faster_rcnn"])
+def test_every_page_with_each_detector_kind(app_env, tmp_path, kind):
+    """A tiny RetinaNet or Faster R-CNN + DyHead model in this project's format opens every page;
+    the Faster R-CNN pyramid starts at P2."""
+    from dyhead.checkpoint import save_checkpoint
+    from dyhead.detector import build_detector, kind_settings
+    from .conftest import tiny_detector_config
+
+    cfg = tiny_detector_config(num_blocks=2).replace(**kind_settings(kind), box_fc_dim=16)
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / f"tiny_{kind}.pt", build_detector(cfg).eval())
+    at = _app()
+    at.sidebar.text_input(key="checkpoint").set_value(str(path)).run()
+    _ok(at)
+    assert not at.error, [e.value for e in at.error]
+    for page in PAGES:
+        at.switch_page(page).run()
+        _ok(at)
+        assert not at.error, (page, [e.value for e in at.error])
+        if page == "views/inside_head.py":
+            first = at.selectbox(key="off_level").options[0]
+            assert first.startswith("P2 (stride 4" if kind == "faster_rcnn" else "P3 (stride 8"), first
