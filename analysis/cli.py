@@ -10,6 +10,8 @@ Each writes CSV tables, a PNG (and a PDF for the paper figures) and prints what 
     python -m analysis ablation      --out runs/analysis --per-block                    # Table 1 analogue
     python -m analysis efficiency    --out runs/analysis --no-latency                   # Table 2
     python -m analysis coarser-modes --out runs/analysis
+    python -m analysis internals     --out runs/analysis            # attention values per block, level, object size
+    python -m analysis compare       --out runs/analysis --checkpoint-b other.pt   # two models side by side
 
 Several GPUs: ``torchrun --nproc-per-node 8 -m analysis scale-ratios --out DIR`` shards the images.
 """
@@ -251,6 +253,97 @@ def cmd_coarser_modes(args, report: _Report) -> None:
     print(cmp.detections.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
+def cmd_internals(args, report: _Report) -> None:
+    from .internals import INTERNALS_NOTE, collect_internals, internals_summary, plot_internals
+
+    model = _model(args)
+    rank, world = _init_distributed(args)
+    csv = args.out / "internals.csv"
+    run = collect_internals(model, args.data, csv, split=args.split, max_images=args.max_images,
+                            show_progress=not args.quiet, coarser_branch=args.coarser)
+    print(f"{run.images} images on this rank: {run.computed} computed now, {run.images - run.computed} resumed "
+          f"from an earlier run ({run.seconds:.1f} s)")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    if run.csv is None:
+        return
+    report.wrote(run.csv, "per image, block, level and assigned object, long format")
+    from .tables import read_table
+
+    summary = internals_summary(read_table(run.csv))
+    report.wrote(write_table(summary, args.out / "internals_summary.csv",
+                             [INTERNALS_NOTE, "means per breakdown (all / size / class), block (1-based) and level; "
+                              "n = rows averaged (images for 'all', objects otherwise)", LEVEL_NOTE]),
+                 "means per block and level, by object size and class")
+    _save_figure(plot_internals(summary), args.out, "internals", report, "internals per block and level", pdf=False)
+    last = summary[(summary.breakdown == "all") & (summary.block == summary.block.max())]
+    print(last[["level_name", "n", "w_finer", "w_same", "w_coarser", "offset_mean_abs", "mask_mean", "a1"]]
+          .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def cmd_compare(args, report: _Report) -> None:
+    from dyhead.config import AttentionSwitches
+
+    from .compare import (Side, compare_ap, compare_detections, compare_feature_maps, compare_scale_ratios,
+                          plot_compare_maps, run_side)
+    from .detection_diff import match_detections, plot_detection_pair
+    from .sources import dataset_images, load_model
+
+    model_a = _model(args)
+    if args.checkpoint_b:
+        model_b, info_b = load_model(args.checkpoint_b, device=args.device)
+        print(f"model B: {info_b.path} ({info_b.kind})")
+    else:
+        model_b = model_a
+    off = {a.strip() for a in (args.off_b or "").split(",") if a.strip()}
+    unknown = off - {"scale", "spatial", "task"}
+    if unknown:
+        raise ValueError(f"--off-b takes scale, spatial, task; got {sorted(unknown)}")
+    switches_b = AttentionSwitches(**{a: a not in off for a in ("scale", "spatial", "task")}) if off else None
+    coarser_b = args.coarser_b
+    if coarser_b is None and not args.checkpoint_b and not off:
+        coarser_b = "upsample_first"  # the demo against itself needs something to differ
+    label_a = f"A: {Path(args.checkpoint).name if args.checkpoint else 'demo model'}" + \
+        (f", coarser {args.coarser}" if args.coarser else "")
+    label_b = f"B: {Path(args.checkpoint_b).name if args.checkpoint_b else 'same model'}" + \
+        (f", coarser {coarser_b}" if coarser_b else "") + (f", {', '.join(sorted(off))} off" if off else "")
+    a = Side(model_a, label_a, None, args.coarser)
+    b = Side(model_b, label_b, switches_b, coarser_b)
+    print(f"{label_a}\n{label_b}")
+    records = dataset_images(args.data, args.split, args.max_images)
+    pa, pb = run_side(a, records), run_side(b, records)
+    names = model_a.config.class_names
+    note = [f"{label_a}; {label_b}; {len(records)} images of split {args.split}"]
+    dets = compare_detections(pa, pb, records, names, args.score_threshold)
+    report.wrote(write_table(dets, args.out / "compare_detections.csv",
+                             note + [f"boxes matched within a class by IoU >= 0.5, from score {args.score_threshold} up; "
+                                     "original-image pixels"]), "matched / only A / only B boxes")
+    ap = compare_ap([a, b], [pa, pb], args.data, args.split)
+    report.wrote(write_table(ap, args.out / "compare_ap.csv", note + ["AP in percent (COCOeval)"]), "AP of each model")
+    ratios = compare_scale_ratios([a, b], [pa, pb])
+    if len(ratios):
+        report.wrote(write_table(ratios, args.out / "compare_scale_ratios.csv", note + [LEVEL_NOTE]),
+                     "scale-ratio summary of each model")
+    image, path = _image(args)
+    pair = compare_feature_maps(a, b, image)
+    report.wrote(write_table(pair.table, args.out / "compare_feature_maps.csv",
+                             [f"image {path}; mean |x| over channels; one colour range per stage and level for both "
+                              "models (color_min, color_max)", LEVEL_NOTE]), "feature maps of both, one scale")
+    _save_figure(plot_compare_maps(pair, "A", "B"), args.out, "compare_feature_maps", report,
+                 "feature maps, one colour scale", pdf=False)
+    ia = a.model.infer([image], switches=a.switches, coarser_branch=a.coarser).detections[0]
+    ib = b.model.infer([image], switches=b.switches, coarser_branch=b.coarser).detections[0]
+    diff = match_detections(ia, ib, 0.5, args.score_threshold, names)
+    _save_figure(plot_detection_pair(image, diff, "A", "B", names), args.out, "compare_detections", report,
+                 "detections of A and B on one image", pdf=False)
+    counts = dets.status.value_counts()
+    print(f"boxes: {int(counts.get('matched', 0))} matched, {int(counts.get('only A', 0))} only A, "
+          f"{int(counts.get('only B', 0))} only B")
+    print(ap.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+
+
 # ------------------------------------------------------------------------------------------------
 
 
@@ -346,6 +439,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", default=None, help="image file (default: a bundled sample, or the first image of --data)")
     p.add_argument("--score-threshold", type=float, default=0.3)
     p.set_defaults(func=cmd_coarser_modes)
+
+    p = sub.add_parser("internals", help="scale weights, offsets, masks and DyReLU per block and level over a "
+                                         "dataset, by assigned object size and class")
+    common(p)
+    p.add_argument("--coarser", default=None, choices=("official", "crop", "upsample_first"),
+                   help="coarser-branch mode (default: the model's own)")
+    p.set_defaults(func=cmd_internals)
+
+    p = sub.add_parser("compare", help="two models side by side: detections, feature maps, scale ratios, AP")
+    common(p)
+    p.add_argument("--checkpoint-b", default=None, help="model B (default: model A again, run differently)")
+    p.add_argument("--coarser", default=None, choices=("official", "crop", "upsample_first"),
+                   help="model A's coarser-branch mode (default: its own)")
+    p.add_argument("--coarser-b", default=None, choices=("official", "crop", "upsample_first"),
+                   help="model B's coarser-branch mode (default: upsample_first when B is A with no --off-b, "
+                        "else its own)")
+    p.add_argument("--off-b", default=None, help="attentions off in every block of B, e.g. 'scale' or 'spatial,task'")
+    p.add_argument("--image", default=None, help="image for the feature maps and the detection figure "
+                                                  "(default: a bundled sample, or the first image of --data)")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="boxes compared from this score up")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 
