@@ -57,3 +57,22 @@ def short_hash(*parts: object, length: int = 16) -> str:
 def optional_path(text: Optional[str]) -> Optional[Path]:
     text = (text or "").strip()
     return Path(text).expanduser() if text else None
+
+
+def allowed_dirs() -> list[Path]:
+    """The folders the sidebar may read checkpoints and datasets from: ``DYHEAD_APP_ALLOWED_DIRS``
+    (os.pathsep-separated); empty = no restriction."""
+    text = os.environ.get("DYHEAD_APP_ALLOWED_DIRS", "").strip()
+    return [Path(p).expanduser().resolve() for p in text.split(os.pathsep) if p.strip()]
+
+
+def refusal(path: Path, what: str) -> str:
+    """"" when `path` may be used, else the message saying why not (outside every allowed folder)."""
+    folders = allowed_dirs()
+    if not folders:
+        return ""
+    resolved = Path(path).expanduser().resolve()
+    if any(resolved == f or f in resolved.parents for f in folders):
+        return ""
+    return (f"{what} {path} is outside the folders this server allows (DYHEAD_APP_ALLOWED_DIRS: "
+            + ", ".join(str(f) for f in folders) + ")")

@@ -16,7 +16,7 @@ import numpy as np
 import streamlit as st
 
 from . import compute
-from .paths import SAMPLE_DIRS, cache_dir, default_checkpoint, default_data_root
+from .paths import SAMPLE_DIRS, cache_dir, default_checkpoint, default_data_root, refusal
 
 __all__ = ["AppContext", "PickedImage", "draw_sidebar", "context", "load_upload", "sample_images", "require_model"]
 
@@ -79,7 +79,12 @@ class AppContext:
 
     def data_root(self) -> Path:
         """The dataset root (the demo data, generated on first use, when the field is empty); raises
-        `analysis.sources.SourceError` with a clear message when it cannot be used."""
+        `analysis.sources.SourceError` with a clear message when it cannot be used (also when it lies
+        outside DYHEAD_APP_ALLOWED_DIRS)."""
+        if self.data_root_text and refusal(Path(self.data_root_text), "dataset root"):
+            from analysis.sources import SourceError
+
+            raise SourceError(refusal(Path(self.data_root_text), "dataset root"))
         return compute.resolved_data_root(self.data_root_text or None, self.split)
 
     def dataset_records(self) -> list:
@@ -161,6 +166,11 @@ def _load_into(ctx: AppContext, sb) -> None:
         sb.error(f"Device: {exc}")
         return
     path = ctx.checkpoint
+    refused = refusal(path, "checkpoint")
+    if refused:
+        ctx.model_error = refused
+        sb.error(refused)
+        return
     if not path.is_file():
         if path.resolve() == DEFAULT_CHECKPOINT.resolve():
             ctx.model_error = (f"the bundled demo model {path} is missing. Train it with "
