@@ -15,13 +15,23 @@ several GPUs through `torchrun` (DistributedDataParallel, `DistributedSampler`, 
 initialised from torchrun's environment variables, rank 0 logs and writes checkpoints); the CPU
 otherwise (`--threads` sets torch's intra-op threads).
 
+Data: `dyhead.data.loader` — a `DataLoader` whose item is one iteration's batch, decoded, resized,
+flipped and collated in `--workers` processes (default: 4 on CUDA, none on the CPU); the preset's
+in-memory image cache is kept for small datasets.
+
+Initialisation (`--init FILE`, `dyhead.weights.init`): an ImageNet backbone (torchvision ResNet state
+dict, detectron2's MSRA ``R-50.pkl``, the Swin release's weights; the backbone becomes the file's) or
+any DyHead detector checkpoint (its architecture is kept; with another class list the classification
+predictor is re-initialised). What was loaded, re-initialised and left out is printed.
+
 Outputs in `--out`:
     model_final.pt, model_last.pt    detector checkpoints (`dyhead.checkpoint` format, config included)
     resume.pt                        optimizer, iteration, elapsed time, RNG states (weights_only-loadable)
     metrics.jsonl                    one JSON object per logged iteration / evaluation
 Training is reproducible from (seed, preset): the sample order comes from `DistributedSampler`
-seeded per epoch and each batch's flips from a generator seeded by (seed, iteration, rank), so a run
-resumed with `--resume` computes exactly the losses an uninterrupted run would.
+seeded per epoch and each batch's flips from a generator seeded by (seed, iteration), the same global
+batch for any number of processes and workers, so a run resumed with `--resume` computes exactly the
+losses an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -37,9 +47,9 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch.utils.data.distributed import DistributedSampler
 
-from dyhead.data.coco import Batch, CocoDetection, DatasetError, collate
+from dyhead.data.coco import Batch, CocoDetection, DatasetError
+from dyhead.data.loader import TrainBatches, default_workers, train_loader
 from dyhead.detector import PRESETS, DetectorConfig, DyHeadDetector, build_detector
 from dyhead.device import training_autocast
 from dyhead.distributed import join_process_group
@@ -171,7 +181,8 @@ class Trainer:
                  max_iter: Optional[int] = None, no_scale_attention: bool = False,
                  no_spatial_attention: bool = False, no_task_attention: bool = False,
                  eval_period: int = 0, eval_images: int = 100, eval_split: str = "val",
-                 progress: bool = True, amp: bool = True) -> None:
+                 progress: bool = True, amp: bool = True, init: Optional[str | Path] = None,
+                 workers: Optional[int] = None) -> None:
         self.dist, self.device = join_process_group(device)
         self.preset = preset if max_iter is None else replace(preset, max_iter=max_iter)
         self.seed = seed
@@ -190,9 +201,23 @@ class Trainer:
         self.config = build_train_config(self.preset, self.dataset, no_scale_attention=no_scale_attention,
                                          no_spatial_attention=no_spatial_attention,
                                          no_task_attention=no_task_attention)
+        self.init_path = None if init is None else str(init)
+        self.init_report = None
+        source = None
+        if init is not None:
+            from dyhead.weights.init import init_config, read_init_source
+
+            source = read_init_source(init)
+            self.config = init_config(source, self.config)
         torch.manual_seed(seed)
-        self.model: DyHeadDetector = build_detector(self.config).to(self.device)
-        self.model.train()
+        self.model: DyHeadDetector = build_detector(self.config)
+        if source is not None:
+            from dyhead.weights.init import initialise
+
+            self.init_report = initialise(self.model, source)
+            if self.dist.is_main:
+                print(self.init_report.summary(), file=sys.stderr, flush=True)
+        self.model.to(self.device).train()
         self.ddp_model = self.model
         if self.dist.world_size > 1:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -202,40 +227,34 @@ class Trainer:
                                          momentum=self.preset.momentum, weight_decay=self.preset.weight_decay)
         self.use_amp = amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        if self.preset.batch_size % self.dist.world_size:
-            raise ValueError(f"batch size {self.preset.batch_size} is not divisible by {self.dist.world_size} processes")
-        self.local_batch = self.preset.batch_size // self.dist.world_size
-        self.sampler = DistributedSampler(range(len(self.dataset)), num_replicas=self.dist.world_size,
-                                          rank=self.dist.rank, shuffle=True, seed=seed, drop_last=True)
+        bb = self.config.backbone
+        self.batches = TrainBatches(self.dataset, batch_size=self.preset.batch_size, seed=seed, rank=self.dist.rank,
+                                    world_size=self.dist.world_size, flip_prob=self.preset.flip_prob,
+                                    pixel_format=bb.pixel_format, pixel_mean=bb.pixel_mean, pixel_std=bb.pixel_std,
+                                    size_divisibility=self.config.size_divisibility)
+        self.local_batch = self.batches.local_batch
+        self.workers = default_workers(self.device) if workers is None else workers
         self.state = TrainState()
         self.history: list[dict] = []
 
     # -- data order -----------------------------------------------------------------------------
 
-    def _batch_indices(self, iteration: int) -> list[int]:
-        """This process's dataset indices for `iteration`: consecutive slices of the sampler's epochs."""
-        per_epoch = len(self.sampler) // self.local_batch
-        if per_epoch == 0:
-            raise DatasetError(f"{len(self.dataset)} training images are fewer than one batch of {self.preset.batch_size}")
-        epoch, pos = divmod(iteration, per_epoch)
-        if getattr(self, "_epoch_cache", (None,))[0] != epoch:
-            self.sampler.set_epoch(epoch)
-            self._epoch_cache = (epoch, list(iter(self.sampler)))
-        order = self._epoch_cache[1]
-        return order[pos * self.local_batch:(pos + 1) * self.local_batch]
-
     def _batch(self, iteration: int) -> Batch:
-        rng = np.random.default_rng([self.seed, iteration, self.dist.rank])
-        flips = rng.random(self.local_batch) < self.preset.flip_prob
-        samples, kept_flips = [], []
-        for index, flip in zip(self._batch_indices(iteration), flips):
-            sample = self.dataset.load(index)
-            if sample is not None:  # unreadable images are counted in dataset.skipped
-                samples.append(sample)
-                kept_flips.append(bool(flip))
-        bb = self.config.backbone
-        return collate(samples, kept_flips, pixel_format=bb.pixel_format, pixel_mean=bb.pixel_mean,
-                       pixel_std=bb.pixel_std, size_divisibility=self.config.size_divisibility)
+        """This process's batch of `iteration`, loaded here (the loop reads it from `loader`)."""
+        batch, skipped = self.batches[iteration]
+        self._note_skipped(skipped)
+        return batch
+
+    def _note_skipped(self, skipped) -> None:
+        for index, reason in skipped:  # workers' datasets are copies: record their skips here
+            self.dataset.note_skipped(index, reason)
+
+    def loader(self, stop: Optional[int] = None):
+        """The batches from the current iteration on (to `stop`, or to the end of the schedule)."""
+        if stop is None and not self.time_budget_s:
+            stop = self.preset.max_iter
+        return train_loader(self.batches, self.state.iteration, stop, self.workers,
+                            pin_memory=self.device.type == "cuda")
 
     # -- schedule --------------------------------------------------------------------------------
 
@@ -259,12 +278,15 @@ class Trainer:
 
     # -- one step --------------------------------------------------------------------------------
 
-    def step(self) -> dict[str, float]:
-        """Run one iteration; returns its losses (this process's values) and learning rate."""
+    def step(self, batch: Optional[Batch] = None) -> dict[str, float]:
+        """Run one iteration on `batch` (default: load this iteration's here); returns its losses
+        and learning rate. With several processes the losses are their mean over processes, which is
+        the loss of the global batch (the normalisers are averaged over processes, `dyhead.losses`)."""
         lr = self.current_lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batch = self._batch(self.state.iteration)
+        if batch is None:
+            batch = self._batch(self.state.iteration)
         images = batch.images.to(self.device, non_blocking=True)
         gts = [GroundTruth(b.to(self.device), l.to(self.device)) for b, l in zip(batch.boxes, batch.labels)]
         ctx = training_autocast(self.device, self.use_amp)
@@ -283,8 +305,11 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.state.iteration += 1
-        record = {k: float(v.detach()) for k, v in losses.items()}
-        record["loss"] = float(loss.detach())
+        values = torch.stack([v.detach().float() for v in losses.values()] + [loss.detach().float()])
+        if self.dist.world_size > 1:
+            torch.distributed.all_reduce(values)
+            values /= self.dist.world_size
+        record = dict(zip(list(losses) + ["loss"], values.tolist()))
         record["lr"] = lr
         return record
 
@@ -297,7 +322,7 @@ class Trainer:
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         meta = {"iteration": self.state.iteration, "elapsed_s": round(self.state.elapsed, 1),
-                "preset": self.preset_name, "seed": self.seed, "data": str(self.data_root)}
+                "preset": self.preset_name, "seed": self.seed, "data": str(self.data_root), "init": self.init_path}
         save_checkpoint(self.out_dir / ("model_final.pt" if final else "model_last.pt"), self.model, extra_meta=meta)
         resume = {
             "format": "dyhead-train-resume-v1",
@@ -314,6 +339,11 @@ class Trainer:
         tmp = self.out_dir / "resume.pt.tmp"
         torch.save(resume, tmp)
         os.replace(tmp, self.out_dir / "resume.pt")  # never leave a half-written resume file
+
+    def _barrier(self) -> None:
+        """Every process waits for rank 0's checkpoint (a resume in another process reads it next)."""
+        if self.dist.world_size > 1:
+            torch.distributed.barrier()
 
     def load_resume(self, path: str | Path) -> None:
         path = Path(path)
@@ -368,9 +398,12 @@ class Trainer:
         bar = progress_bar(total, initial=self.state.iteration, enabled=self.progress,
                            desc="train", unit="it")
         running: dict[str, float] = {}
+        batches = iter(self.loader(stop_at))
         while not self.finished() and (stop_at is None or self.state.iteration < stop_at):
             start = time.perf_counter()
-            record = self.step()
+            batch, skipped = next(batches)
+            self._note_skipped(skipped)
+            record = self.step(batch)
             self.state.elapsed += time.perf_counter() - start
             start = time.perf_counter()
             for k, v in record.items():
@@ -386,6 +419,7 @@ class Trainer:
                            **{k: round(v, 5) for k, v in record.items()}})
             if it % self.preset.checkpoint_period == 0:
                 self.save()
+                self._barrier()
             if self.eval_period and it % self.eval_period == 0:
                 result = self.evaluate()
                 if result is not None:
@@ -395,8 +429,10 @@ class Trainer:
             # budget bounds the real duration of the run.
             self.state.elapsed += time.perf_counter() - start
         bar.close()
+        del batches  # stops the loader's workers
         if stop_at is None or self.finished():
             self.save(final=True)
+            self._barrier()
         if self.dataset.skipped and self.dist.is_main:
             print(f"skipped {len(self.dataset.skipped)} unreadable training image(s):", file=sys.stderr)
             for path, reason in self.dataset.skipped:
@@ -427,6 +463,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--checkpoint-period", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    parser.add_argument("--init", default=None, metavar="FILE",
+                        help="start from weights: a torchvision ResNet state dict, detectron2's R-50.pkl, the Swin "
+                             "release's ImageNet weights, or a DyHead detector checkpoint (classifier re-initialised "
+                             "when its classes differ from the dataset's)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="data-loader worker processes (default: 4 on CUDA, 0 on the CPU)")
+    parser.add_argument("--min-size", type=int, default=None, help="override the preset's training shorter side")
+    parser.add_argument("--max-size", type=int, default=None, help="override the preset's training longer-side cap")
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -439,13 +483,17 @@ def main(argv: Optional[list[str]] = None) -> None:
         changes["base_lr"] = args.lr
     if args.checkpoint_period:
         changes["checkpoint_period"] = args.checkpoint_period
+    if args.min_size:
+        changes["min_size"] = args.min_size
+    if args.max_size:
+        changes["max_size"] = args.max_size
     preset = replace(preset, **changes)
     trainer = Trainer(
         preset, args.data, args.out, split=args.split, seed=args.seed, device=args.device,
         time_budget_s=args.time_budget * 60 if args.time_budget else None, max_iter=args.max_iter,
         no_scale_attention=args.no_scale_attention, no_spatial_attention=args.no_spatial_attention,
         no_task_attention=args.no_task_attention, eval_period=args.eval_period, eval_images=args.eval_images,
-        progress=not args.no_progress, amp=not args.no_amp,
+        progress=not args.no_progress, amp=not args.no_amp, init=args.init, workers=args.workers,
     )
     trainer.preset_name = args.preset
     if args.resume:
@@ -455,7 +503,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         (Path(args.out) / "command.json").write_text(json.dumps({
             "argv": sys.argv, "preset": args.preset, "train_preset": _preset_dict(preset),
             "detector": trainer.config.to_dict(), "device": str(trainer.device),
-            "world_size": trainer.dist.world_size, "threads": torch.get_num_threads()}, indent=2))
+            "world_size": trainer.dist.world_size, "threads": torch.get_num_threads(), "workers": trainer.workers,
+            "init": args.init}, indent=2))
     trainer.train()
     if trainer.dist.world_size > 1:
         torch.distributed.destroy_process_group()

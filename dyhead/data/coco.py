@@ -157,7 +157,7 @@ class CocoDetection:
         self._cache: dict[int, Sample] = {}
         #: (file, reason) of every image that could not be read; each is reported, none is silent.
         self.skipped: list[tuple[str, str]] = []
-        self._skipped_set: set[int] = set()
+        self._skip_reasons: dict[int, str] = {}
 
     @property
     def num_classes(self) -> int:
@@ -188,6 +188,15 @@ class CocoDetection:
             labels.append(self.label_of_category[ann["category_id"]])
         return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64)
 
+    def note_skipped(self, index: int, reason: str) -> None:
+        """Record an unreadable image once (a loader worker's skips are noted in the main process)."""
+        if index not in self._skip_reasons:
+            self._skip_reasons[index] = reason
+            self.skipped.append((str(self.image_path(index)), reason))
+
+    def skip_reason(self, index: int) -> str:
+        return self._skip_reasons.get(index, "")
+
     def load(self, index: int) -> Optional[Sample]:
         """The resized sample, or None (counted in `skipped`) if the image cannot be read."""
         if index in self._cache:
@@ -196,9 +205,7 @@ class CocoDetection:
         try:
             image = load_image(path)
         except ImageLoadError as exc:
-            if index not in self._skipped_set:
-                self._skipped_set.add(index)
-                self.skipped.append((str(path), str(exc)))
+            self.note_skipped(index, str(exc))
             return None
         boxes, labels = self.annotations(index)
         resized = resize_image(image, self.min_size, self.max_size)

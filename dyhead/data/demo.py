@@ -72,6 +72,20 @@ class DemoSpec:
     max_objects: int = 9
     #: An earlier object must keep at least this fraction of its pixels visible.
     min_visible: float = 0.5
+    #: Draw only these categories (names of `CATEGORIES`; their ids stay 1..6), e.g. a 3-class
+    #: dataset for fine-tuning. Empty = all six (and the same bytes as before this option existed).
+    classes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", tuple(self.classes))
+        unknown = [c for c in self.classes if c not in CATEGORY_NAMES]
+        if unknown or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes must be distinct names of {list(CATEGORY_NAMES)}, got {list(self.classes)}")
+
+    @property
+    def category_indices(self) -> tuple[int, ...]:
+        """Indices into `CATEGORIES` that this spec draws."""
+        return tuple(CATEGORY_NAMES.index(c) for c in self.classes) or tuple(range(len(CATEGORIES)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +203,8 @@ def generate_image(seed: int, split: str, index: int, spec: DemoSpec = DemoSpec(
     placed: list[tuple[int, int]] = []  # (object id, category index)
     n = int(rng.integers(spec.min_objects, spec.max_objects + 1))
     for size in _object_sizes(rng, n, spec, width, height):
-        cat = int(rng.integers(len(CATEGORIES)))
+        drawn = spec.category_indices
+        cat = drawn[int(rng.integers(len(drawn)))]
         name, hue = CATEGORIES[cat]
         rot = float(rng.uniform(0, 2 * math.pi))
         fill = _rgb(hue + rng.uniform(-0.03, 0.03), rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0))
@@ -262,8 +277,8 @@ def _one(args: tuple) -> tuple[int, str, int, int, list[dict]]:
     return index, file_name, image.width, image.height, anns
 
 
-def coco_categories() -> list[dict]:
-    return [{"id": i + 1, "name": name, "supercategory": "shape"} for i, (name, _) in enumerate(CATEGORIES)]
+def coco_categories(spec: DemoSpec = DemoSpec()) -> list[dict]:
+    return [{"id": i + 1, "name": CATEGORIES[i][0], "supercategory": "shape"} for i in spec.category_indices]
 
 
 def generate_split(out: Path, split: str, count: int, seed: int = 0, spec: DemoSpec = DemoSpec(),
@@ -290,7 +305,7 @@ def generate_split(out: Path, split: str, count: int, seed: int = 0, spec: DemoS
                  "version": "1", "generator": "dyhead.data.demo"},
         "images": images,
         "annotations": annotations,
-        "categories": coco_categories(),
+        "categories": coco_categories(spec),
     }
     ann_file = out / "annotations" / f"instances_{split}.json"
     ann_file.write_text(json.dumps(coco, indent=None, separators=(",", ":"), sort_keys=True))
@@ -329,10 +344,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=384, help="longer image side in pixels (320-512)")
     parser.add_argument("--samples", type=int, default=0, help="also write this many sample images to OUT/samples")
     parser.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
+    parser.add_argument("--classes", default="", help="comma-separated subset of the categories to draw "
+                        f"(default all: {','.join(CATEGORY_NAMES)})")
     args = parser.parse_args(argv)
     if not 320 <= args.size <= 512:
         parser.error(f"--size must be between 320 and 512, got {args.size}")
-    spec = DemoSpec(size=args.size)
+    try:
+        spec = DemoSpec(size=args.size, classes=tuple(c for c in args.classes.split(",") if c))
+    except ValueError as exc:
+        parser.error(str(exc))
     start = time.time()
     files = generate(args.out, seed=args.seed, train=args.train, val=args.val, spec=spec, workers=args.workers)
     if args.samples:
