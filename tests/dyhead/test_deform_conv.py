@@ -179,3 +179,27 @@ def test_float32_without_onednn_matches_too(monkeypatch):
         plain = modulated_deform_conv2d(*tensors, impl="fast")
     torch.testing.assert_close(fast, plain, atol=2e-5, rtol=1e-4)
     assert torch.backends.mkldnn.enabled is False
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_chunked_forward_matches_torchvision_across_chunk_and_image_boundaries(monkeypatch, stride):
+    # Steps of 7 positions: every step boundary falls inside a row, and images split unevenly.
+    monkeypatch.setattr(deform_conv, "CHUNK_VALUES", 7 * 9 * 6)
+    x, off, m, w, b = _make_case(3, 6, 5, 11, 13, stride, torch.float64, "far", seed=13)
+    with torch.no_grad():
+        ours = modulated_deform_conv2d(x, off, m, w, b, stride=stride, impl="fast")
+        no_bias = modulated_deform_conv2d(x, off, m, w, None, stride=stride, impl="fast")
+    ref = deform_conv2d(x, off, w, b, stride=stride, padding=1, mask=m)
+    torch.testing.assert_close(ours, ref, atol=1e-10, rtol=1e-9)
+    torch.testing.assert_close(no_bias, ref - b.view(1, -1, 1, 1), atol=1e-10, rtol=1e-9)
+    assert ours.is_contiguous()
+
+
+def test_bfloat16_computes_row_numbers_in_integers():
+    # 20x20 = 400 rows is past what bfloat16 represents exactly (256), so the row numbers must be
+    # formed in integers: a wrong neighbour would show as an O(1) error.
+    x, off, m, w, b = _make_case(1, 8, 8, 20, 20, 1, torch.float32, "smooth", seed=17)
+    with torch.no_grad():
+        ref = modulated_deform_conv2d(x, off, m, w, b, impl="fast")
+        low = modulated_deform_conv2d(*(t.bfloat16() for t in (x, off, m, w, b)), impl="fast")
+    assert (low.float() - ref).abs().max() < 0.1 * ref.abs().max()
