@@ -17,8 +17,7 @@ def write_table(df: pd.DataFrame, path: str | Path, notes: Sequence[str] = ()) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="") as f:
-        for note in notes:
-            f.write(f"# {note}\n")
+        write_notes(f, notes)
         df.to_csv(f, index=False, lineterminator="\n")
     return path
 
@@ -38,10 +37,15 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def write_preamble(f, notes: Sequence[str], columns: Sequence[str]) -> None:
-    """The '# ' note lines and the header line."""
+def write_notes(f, notes: Sequence[str]) -> None:
+    """One '# ' line per note (what `read_table` returns as ``df.attrs["notes"]``)."""
     for note in notes:
         f.write(f"# {note}\n")
+
+
+def write_preamble(f, notes: Sequence[str], columns: Sequence[str]) -> None:
+    """The '# ' note lines and the header line."""
+    write_notes(f, notes)
     f.write(",".join(columns) + "\n")
 
 

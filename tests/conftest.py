@@ -24,3 +24,20 @@ def conformance_dir() -> Path:
     if not CONFORMANCE.is_dir():
         pytest.skip(NO_KIT)
     return CONFORMANCE
+
+
+@pytest.fixture
+def network_passes(monkeypatch) -> list:
+    """Records one entry (the padded input shape) per network pass of any detector: a counting
+    wrapper around the backbone's forward, which every pass runs exactly once."""
+    from dyhead.backbone import BackboneWithFPN
+
+    calls = []
+    original = BackboneWithFPN.forward_features
+
+    def counting(self, x):
+        calls.append(tuple(x.shape))
+        return original(self, x)
+
+    monkeypatch.setattr(BackboneWithFPN, "forward_features", counting)
+    return calls

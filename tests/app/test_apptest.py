@@ -604,22 +604,13 @@ def test_efficiency_page_states_both_baselines(app_env):
     assert "is an inference" in text and "FLOPs' are multiply-adds" not in text
 
 
-def test_one_network_pass_per_image_switches_and_mode(app_env, monkeypatch):
+def test_one_network_pass_per_image_switches_and_mode(app_env, network_passes):
     """Detect, Inside the head, How it works and the all-on side of Attention on/off share one pass
     per (model, image, switches, coarser mode); a switch toggle is one more pass, toggling back none;
     a coarser mode is one more pass on the same loaded model."""
     import streamlit as st
 
-    from dyhead.backbone import BackboneWithFPN
-
-    calls = []
-    original = BackboneWithFPN.forward_features
-
-    def counting(self, x):
-        calls.append(tuple(x.shape))
-        return original(self, x)
-
-    monkeypatch.setattr(BackboneWithFPN, "forward_features", counting)
+    calls = network_passes
     st.cache_resource.clear()  # no result of an earlier test
     at = _app()  # Detect
     _ok(at)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dyhead.backbone import BackboneWithFPN
 from dyhead.config import AttentionSwitches, CoarserBranchMode
 from dyhead.device import inference_autocast, inference_dtype
 from dyhead.trace import TraceSpec
@@ -23,29 +22,15 @@ def image():
     return make_image(120, 150, seed=3)
 
 
-@pytest.fixture
-def passes(monkeypatch):
-    """Counts backbone passes (one per network pass)."""
-    calls = []
-    original = BackboneWithFPN.forward_features
-
-    def counting(self, x):
-        calls.append(tuple(x.shape))
-        return original(self, x)
-
-    monkeypatch.setattr(BackboneWithFPN, "forward_features", counting)
-    return calls
-
-
 def _same_detections(a, b):
     assert torch.equal(a.labels, b.labels)
     torch.testing.assert_close(a.boxes, b.boxes, rtol=0, atol=0)
     torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=0)
 
 
-def test_infer_is_one_pass_and_matches_predict(model, image, passes):
+def test_infer_is_one_pass_and_matches_predict(model, image, network_passes):
     result = model.infer([image], trace=TraceSpec.everything())
-    assert len(passes) == 1
+    assert len(network_passes) == 1
     assert result.trace is not None and result.head_outputs is None
     _same_detections(result.detections[0], model.predict([image])[0])
     assert result.original_sizes == [image.shape[:2]]
