@@ -27,7 +27,7 @@ from .detection_diff import match_detections
 from .levels import level_name
 
 __all__ = ["Side", "ImagePass", "run_side", "compare_detections", "compare_ap", "compare_scale_ratios",
-           "compare_feature_maps", "plot_compare_maps", "DETECTION_COLUMNS"]
+           "compare_feature_maps", "pair_maps", "plot_compare_maps", "DETECTION_COLUMNS"]
 
 DETECTION_COLUMNS = ("image_id", "file_name", "status", "class", "score_a", "score_b", "iou",
                      "x1", "y1", "x2", "y2")
@@ -143,13 +143,17 @@ def compare_feature_maps(a: Side, b: Side, image: np.ndarray, stages: Optional[S
 
     sa = feature_stages(a.model, image, a.switches, a.coarser, reductions=[reduction])
     sb = feature_stages(b.model, image, b.switches, b.coarser, reductions=[reduction])
+    return pair_maps(sa, sb, stages, reduction)
+
+
+def pair_maps(sa, sb, stages: Optional[Sequence[str]] = None, reduction: str = "mean_abs") -> MapPair:
+    """Two `FeatureStages` of the same image (reduced by `reduction`) as a `MapPair` on shared ranges."""
     if stages is None:
         stages = ["before head"] + ([f"block {sa.num_blocks}"] if sa.num_blocks else [])
     stages = [s for s in stages if s in sa.stages and s in sb.stages]
-    maps_a = {s: [np.asarray(sa.reduced_map(s, l, reduction)) for l in range(len(sa.reduced[reduction][s]))]
-              for s in stages}
-    maps_b = {s: [np.asarray(sb.reduced_map(s, l, reduction)) for l in range(len(sb.reduced[reduction][s]))]
-              for s in stages}
+    L = len(sa.reduced[reduction][stages[0]]) if reduction in sa.reduced else len(sa.maps[stages[0]])
+    maps_a = {s: [np.asarray(sa.reduced_map(s, l, reduction)) for l in range(L)] for s in stages}
+    maps_b = {s: [np.asarray(sb.reduced_map(s, l, reduction)) for l in range(L)] for s in stages}
     ranges, rows = {}, []
     for s in stages:
         for l, (ma, mb) in enumerate(zip(maps_a[s], maps_b[s])):

@@ -27,6 +27,8 @@ PAGES = [
     st.Page("views/inside_head.py", title="Inside the head", icon=":material/layers:"),
     st.Page("views/scale_ratios.py", title="Scale ratios", icon=":material/bar_chart:"),
     st.Page("views/attention_switches.py", title="Attention on/off", icon=":material/toggle_on:"),
+    st.Page("views/internals.py", title="Internals over a dataset", icon=":material/query_stats:"),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("views/efficiency.py", title="Efficiency", icon=":material/speed:"),
     st.Page("views/how_it_works.py", title="How it works", icon=":material/school:"),
     st.Page("views/model_data.py", title="Model & data", icon=":material/info:"),
