@@ -3,9 +3,19 @@ analogue of the paper's Table 1), and what changes in one image's detections.
 
 The paper's Table 1 retrains a model for every combination of scale-aware (L), spatial-aware (S) and
 task-aware (C) attention. Here one trained model is evaluated with attentions switched off at test
-time (`AttentionSwitches`, neutral values: scale weights 1, zero offsets with masks 1, a plain ReLU),
-in all 8 combinations and one attention in one block at a time. These knock-outs measure how much the
-trained model relies on each attention; they are not retrained ablations and need not match Table 1.
+time (`AttentionSwitches`), in all 8 combinations and one attention in one block at a time. What
+replaces an attention switched off is a named variant (`dyhead.config`, `VARIANT_NOTES`):
+
+* scale: "calibrated" (default; the dataset-mean weight per (block, level), so the block keeps the
+  output magnitude the network was trained on), "calibrated-per-source" (per (block, level, source):
+  a static scale attention) or "fixed-1" (every weight 1, which also rescales each block's output);
+* spatial: zero offsets and masks of 1 (the cross-level aggregation of Eq. 4 stays on);
+* task: "relu" (default; a plain ReLU) or "static" (the dataset-mean DyReLU coefficients, which
+  removes only the input-dependent part).
+
+Every row names its variants (columns scale_off, task_off and the setting name). These knock-outs
+measure how much the trained model relies on each attention; they are not retrained ablations and
+need not match Table 1 (`analysis.retrain` retrains).
 
 Settings are evaluated in `ablation_settings` order: all attentions on first (the reference), then the
 other seven global combinations, then the one-block knock-outs, so that the most telling rows come first.
@@ -27,7 +37,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from dyhead.config import AttentionSwitches, knock_out
+from dataclasses import replace
+
+from dyhead.config import SCALE_KNOCKOUTS, SPATIAL_KNOCKOUT, TASK_KNOCKOUTS, AttentionSwitches, knock_out
 
 from .detection_diff import diff_summary, match_detections, plot_detection_pair
 from .sources import dataset_images, dataset_root
@@ -35,6 +47,8 @@ from .tables import ResumableTable, TableMismatchError, read_table
 
 __all__ = [
     "KNOCKOUT_NOTE",
+    "VARIANT_NOTES",
+    "variants_note",
     "batch_size_note",
     "METRIC_COLUMNS",
     "ABLATION_COLUMNS",
@@ -57,6 +71,29 @@ KNOCKOUT_NOTE = (
     "not retrained ablations as in the paper's Table 1"
 )
 METRIC_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+#: What each knock-out variant puts in place of the attention (one sentence each, for notes and captions).
+VARIANT_NOTES = {
+    "scale calibrated": "scale off = one constant per (block, level), the dataset-mean weight of the level",
+    "scale calibrated-per-source": "scale off = one constant per (block, level, source level), the dataset-mean "
+                                   "weight of each branch (a static scale attention)",
+    "scale fixed-1": "scale off = every weight 1 (a plain mean; also rescales each block's output, as the "
+                     "learned weights lie in [0.5, 1])",
+    f"spatial {SPATIAL_KNOCKOUT}": "spatial off = zero offsets and masks of 1, an ordinary 3x3 conv (the "
+                                   "cross-level aggregation of Eq. 4 stays on)",
+    "task relu": "task off = a plain ReLU (DyReLU's neutral coefficients)",
+    "task static": "task off = the dataset-mean DyReLU coefficients per (block, level, channel), which removes "
+                   "only the input-dependent part",
+}
+
+
+def variants_note(scale_offs: Sequence[str] = ("calibrated",), task_offs: Sequence[str] = ("relu",),
+                  constants=None) -> str:
+    """The note naming what the knock-outs of a table put in place of each attention."""
+    keys = [f"scale {v}" for v in scale_offs] + [f"spatial {SPATIAL_KNOCKOUT}"] + [f"task {v}" for v in task_offs]
+    text = "knock-out variants: " + "; ".join(VARIANT_NOTES[k] for k in keys)
+    if constants is not None and (any(v != "fixed-1" for v in scale_offs) or "static" in task_offs):
+        text += f"; constants: {constants.describe()}"
+    return text
 
 
 def batch_size_note(batch_size: int) -> str:
@@ -66,7 +103,8 @@ def batch_size_note(batch_size: int) -> str:
 
 
 #: The columns of `ablation_table`'s DataFrame and CSV, in order.
-ABLATION_COLUMNS = ("setting", "kind", "L", "S", "C", "block", "attention", *METRIC_COLUMNS, "images", "delta_AP")
+ABLATION_COLUMNS = ("setting", "kind", "L", "S", "C", "scale_off", "task_off", "block", "attention", *METRIC_COLUMNS,
+                    "images", "delta_AP")
 CHECK, CROSS = "\u2713", "\u2717"
 
 #: The paper's Table 1 row order as (L = scale, S = spatial, C = task).
@@ -108,40 +146,85 @@ class AblationSetting:
     task: bool
     block: Optional[int] = None  # 1-based block of a one-block knock-out
     attention: Optional[str] = None
+    scale_off: str = ""  # the scale variant when scale is off, else ""
+    task_off: str = ""  # the task variant when task is off, else ""
+
+    def with_constants(self, constants) -> "AblationSetting":
+        """This setting with `constants` in every block's switches (for the calibrated/static variants)."""
+        sw = self.switches
+        if isinstance(sw, AttentionSwitches):
+            sw = replace(sw, constants=constants)
+        else:
+            sw = tuple(replace(s, constants=constants) for s in sw)
+        return replace(self, switches=sw)
+
+    @property
+    def needs_constants(self) -> bool:
+        sw = self.switches if not isinstance(self.switches, AttentionSwitches) else (self.switches,)
+        return any(s.needs_constants for s in sw)
 
 
-def table1_settings() -> list[AblationSetting]:
-    """The 8 on/off combinations in every block, in the paper's Table 1 order."""
-    return [_global_setting(*flags) for flags in TABLE1_ORDER]
+def _check_variants(scale_offs: Sequence[str], task_offs: Sequence[str]) -> None:
+    bad = [v for v in scale_offs if v not in SCALE_KNOCKOUTS] + [v for v in task_offs if v not in TASK_KNOCKOUTS]
+    if bad or not scale_offs or not task_offs:
+        raise ValueError(f"unknown or no knock-out variants {bad}: scale {SCALE_KNOCKOUTS}, task {TASK_KNOCKOUTS}")
 
 
-def global_settings() -> list[AblationSetting]:
-    """The same 8 combinations in evaluation order (`GLOBAL_ORDER`: all on first)."""
-    return [_global_setting(*flags) for flags in GLOBAL_ORDER]
+def _variant_suffix(scale_off: str, task_off: str) -> str:
+    parts = ([f"scale {scale_off}"] if scale_off else []) + ([f"task {task_off}"] if task_off else [])
+    return f" [{', '.join(parts)}]" if parts else ""
 
 
-def _global_setting(scale: bool, spatial: bool, task: bool) -> AblationSetting:
-    sw = AttentionSwitches(scale=scale, spatial=spatial, task=task)
-    name = "L S C: " + " ".join(CHECK if v else CROSS for v in (scale, spatial, task))
-    return AblationSetting(name, "all blocks", sw, scale, spatial, task)
+def table1_settings(scale_offs: Sequence[str] = ("calibrated",), task_offs: Sequence[str] = ("relu",)
+                    ) -> list[AblationSetting]:
+    """The 8 on/off combinations in every block, in the paper's Table 1 order, each with every
+    variant of its switched-off attentions."""
+    return [s for flags in TABLE1_ORDER for s in _global_settings(*flags, scale_offs, task_offs)]
 
 
-def knockout_settings(num_blocks: int) -> list[AblationSetting]:
-    """One attention off in one block, all others on."""
+def global_settings(scale_offs: Sequence[str] = ("calibrated",), task_offs: Sequence[str] = ("relu",)
+                    ) -> list[AblationSetting]:
+    """The same combinations in evaluation order (`GLOBAL_ORDER`: all on first)."""
+    _check_variants(scale_offs, task_offs)
+    return [s for flags in GLOBAL_ORDER for s in _global_settings(*flags, scale_offs, task_offs)]
+
+
+def _global_settings(scale: bool, spatial: bool, task: bool, scale_offs, task_offs) -> list[AblationSetting]:
+    out = []
+    for scale_off in (("",) if scale else scale_offs):
+        for task_off in (("",) if task else task_offs):
+            sw = AttentionSwitches(scale=scale, spatial=spatial, task=task, scale_off=scale_off or "calibrated",
+                                   task_off=task_off or "relu")
+            name = "L S C: " + " ".join(CHECK if v else CROSS for v in (scale, spatial, task))
+            out.append(AblationSetting(name + _variant_suffix(scale_off, task_off), "all blocks", sw, scale,
+                                       spatial, task, scale_off=scale_off, task_off=task_off))
+    return out
+
+
+def knockout_settings(num_blocks: int, scale_offs: Sequence[str] = ("calibrated",),
+                      task_offs: Sequence[str] = ("relu",)) -> list[AblationSetting]:
+    """One attention off in one block, all others on, with every variant of it."""
+    _check_variants(scale_offs, task_offs)
     out = []
     for b in range(num_blocks):
         for attention in ("scale", "spatial", "task"):
             flags = {a: a != attention for a in ("scale", "spatial", "task")}
-            out.append(AblationSetting(f"block {b + 1}: {attention} off", "one block",
-                                       knock_out(num_blocks, b, attention), block=b + 1, attention=attention,
-                                       **flags))
+            variants = {"scale": scale_offs, "task": task_offs}.get(attention, ("",))
+            for v in variants:
+                kw = {"scale": {"scale_off": v}, "task": {"task_off": v}}.get(attention, {})
+                out.append(AblationSetting(f"block {b + 1}: {attention} off" + (f" ({v})" if v else ""), "one block",
+                                           knock_out(num_blocks, b, attention, **kw), block=b + 1,
+                                           attention=attention, **flags, **kw))
     return out
 
 
-def ablation_settings(num_blocks: int, one_block: bool = True) -> list[AblationSetting]:
-    """Evaluation order: the 8 global combinations (`global_settings`), then, with `one_block`,
-    every one-block knock-out (block 1 scale, spatial, task, block 2 ...)."""
-    return global_settings() + (knockout_settings(num_blocks) if one_block else [])
+def ablation_settings(num_blocks: int, one_block: bool = True, scale_offs: Sequence[str] = ("calibrated",),
+                      task_offs: Sequence[str] = ("relu",)) -> list[AblationSetting]:
+    """Evaluation order: the global combinations (`global_settings`), then, with `one_block`,
+    every one-block knock-out (block 1 scale, spatial, task, block 2 ...), each attention switched
+    off once per variant in `scale_offs` / `task_offs`."""
+    return global_settings(scale_offs, task_offs) + (
+        knockout_settings(num_blocks, scale_offs, task_offs) if one_block else [])
 
 
 def ablation_table(model, data_root, split: str = "val", max_images: Optional[int] = None,
@@ -149,7 +232,8 @@ def ablation_table(model, data_root, split: str = "val", max_images: Optional[in
                    progress: Optional[Callable[[int, int], None]] = None, show_progress: bool = False,
                    settings: Optional[Sequence[AblationSetting]] = None,
                    csv_path: Optional[str | Path] = None, notes: Sequence[str] = (),
-                   on_row: Optional[Callable[[dict, float], None]] = None, coarser_branch=None) -> pd.DataFrame:
+                   on_row: Optional[Callable[[dict, float], None]] = None, coarser_branch=None,
+                   constants=None) -> pd.DataFrame:
     """COCO AP (percent) of `model` on a split for each setting, in `ablation_settings` order: the 8
     global combinations (all on first), then (with `one_block`) every one-block knock-out.
     Columns `ABLATION_COLUMNS`: setting, kind, L, S, C (check marks), block, attention, AP..APl,
@@ -163,6 +247,8 @@ def ablation_table(model, data_root, split: str = "val", max_images: Optional[in
     `AblationCSVError`; finished settings are not computed again, a row cut off by an interruption is
     dropped, and the DataFrame returned holds every row of the file in `ablation_settings` order.
     coarser_branch: the coarser-branch mode of every pass (None = the model's own).
+    constants: the `dyhead.knockout.KnockoutConstants` that calibrated and static variants read
+    (required when a setting to compute uses them; name their source in `notes`, `variants_note`).
     progress(done, total) is called after each setting (resumed ones count as done); on_row(row,
     seconds) after each setting computed now; show_progress: one progress bar over all images."""
     from dyhead.evaluate import evaluate_detector
@@ -186,6 +272,10 @@ def ablation_table(model, data_root, split: str = "val", max_images: Optional[in
             rows = read_ablation_csv(csv_path).to_dict("records")
     finished = {r["setting"] for r in rows}
     todo = [s for s in settings if s.name not in finished]
+    if any(s.needs_constants for s in todo):
+        if constants is None:
+            raise ValueError("calibrated or static knock-outs need constants=dyhead.knockout.load_or_calibrate(...)")
+        todo = [s.with_constants(constants) for s in todo]
     reference = _all_on_ap(rows)
     total = max(len(settings), len(rows))
     if progress is not None and rows:
@@ -202,6 +292,7 @@ def ablation_table(model, data_root, split: str = "val", max_images: Optional[in
             row = {
                 "setting": s.name, "kind": s.kind,
                 "L": CHECK if s.scale else CROSS, "S": CHECK if s.spatial else CROSS, "C": CHECK if s.task else CROSS,
+                "scale_off": s.scale_off, "task_off": s.task_off,
                 "block": s.block if s.block is not None else "all", "attention": s.attention or "",
                 **{m: _percent(result[m]) for m in METRIC_COLUMNS},
                 "images": int(result["num_images"]),
@@ -240,7 +331,8 @@ def read_ablation_csv(path: str | Path) -> pd.DataFrame:
     int, attention "" for the global rows); the '# ' lines go to `df.attrs["notes"]`."""
     df = read_table(path)
     df["block"] = [b if str(b) == "all" else int(b) for b in df["block"]]
-    df["attention"] = ["" if pd.isna(a) else str(a) for a in df["attention"]]
+    for column in ("attention", "scale_off", "task_off"):
+        df[column] = ["" if pd.isna(a) else str(a) for a in df[column]]
     df["images"] = df["images"].astype(int)
     _set_delta(df)
     df.attrs["note"] = KNOCKOUT_NOTE
@@ -266,14 +358,19 @@ def _percent(value: float) -> float:
 
 
 def detection_changes(model, image: np.ndarray, settings: Optional[Sequence[AblationSetting]] = None,
-                      iou_threshold: float = 0.5, score_threshold: float = 0.3):
+                      iou_threshold: float = 0.5, score_threshold: float = 0.3, constants=None,
+                      scale_offs: Sequence[str] = ("calibrated",), task_offs: Sequence[str] = ("relu",)):
     """One image's detections with all attentions on (reference) and with each setting (default: each
-    attention off in every block). Returns (summary DataFrame with one row per setting: matched,
+    attention off in every block, once per variant in `scale_offs` / `task_offs`; `constants` for the
+    calibrated and static ones). Returns (summary DataFrame with one row per setting: matched,
     added, removed, mean |score change|, mean IoU; {setting name: DetectionDiff})."""
     if settings is None:
-        settings = [AblationSetting(f"{a} off", "all blocks", AttentionSwitches(**{a: False}),
-                                    **{x: x != a for x in ("scale", "spatial", "task")})
-                    for a in ("scale", "spatial", "task")]
+        settings = [s for s in global_settings(scale_offs, task_offs)
+                    if (s.scale, s.spatial, s.task).count(False) == 1]
+    if any(s.needs_constants for s in settings):
+        if constants is None:
+            raise ValueError("calibrated or static knock-outs need constants=dyhead.knockout.load_or_calibrate(...)")
+        settings = [s.with_constants(constants) for s in settings]
     names = model.config.class_names
     ref = model.predict([image])[0]
     diffs, rows = {}, []
@@ -294,9 +391,23 @@ def plot_detection_changes(image: np.ndarray, diffs: dict, class_names=None):
 
 
 def _table1_order(t1: pd.DataFrame) -> pd.DataFrame:
-    """The global rows in the paper's Table 1 order, whatever order they were computed in."""
+    """The global rows in the paper's Table 1 order (variants of one row in computed order)."""
     rank = {tuple(CHECK if v else CROSS for v in flags): i for i, flags in enumerate(TABLE1_ORDER)}
     return t1.iloc[sorted(range(len(t1)), key=lambda i: rank[(t1.L.iloc[i], t1.S.iloc[i], t1.C.iloc[i])])]
+
+
+def _row_label(r, sep: str = "\n") -> str:
+    """'L S C' check marks and, below, the variants of the attentions switched off."""
+    variants = ", ".join(v for v in (f"L {r.scale_off}" if r.scale_off else "",
+                                     f"C {r.task_off}" if r.task_off else "") if v)
+    return f"{r.L} {r.S} {r.C}" + (f"{sep}{variants}" if variants else "")
+
+
+def _variants_used(df: pd.DataFrame) -> str:
+    keys = [f"scale {v}" for v in dict.fromkeys(df.scale_off) if v] + (
+        [f"spatial {SPATIAL_KNOCKOUT}"] if (df.S == CROSS).any() else []) + [
+        f"task {v}" for v in dict.fromkeys(df.task_off) if v]
+    return "; ".join(VARIANT_NOTES[k] for k in keys)
 
 
 def plot_ablation(df: pd.DataFrame):
@@ -308,7 +419,7 @@ def plot_ablation(df: pd.DataFrame):
     ko = df[df.kind == "one block"]
     fig, axes = plt.subplots(1, 2 if len(ko) else 1, figsize=(11 if len(ko) else 6, 3.8), squeeze=False)
     ax = axes[0, 0]
-    labels = [f"{r.L} {r.S} {r.C}" for r in t1.itertuples()]
+    labels = [_row_label(r) for r in t1.itertuples()]
     ax.bar(range(len(t1)), t1["AP"], color="#4c72b0")
     for x, v in enumerate(t1["AP"]):
         ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
@@ -316,29 +427,34 @@ def plot_ablation(df: pd.DataFrame):
     if len(full):
         ax.axhline(float(full["AP"].iloc[0]), color="0.4", lw=0.8, ls="--")
     ax.set_xticks(range(len(t1)))
-    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_xticklabels(labels, fontsize=6 if len(t1) > 8 else 8, rotation=90 if len(t1) > 8 else 0)
     ax.set_xlabel("L (scale)  S (spatial)  C (task), on in every block")
     ax.set_ylabel("AP (%)")
     ax.set_title("Attentions switched off at inference", fontsize=9)
     if len(ko):
         ax2 = axes[0, 1]
         blocks = sorted(ko.block.unique())
-        atts = ["scale", "spatial", "task"]
-        grid = np.array([[float(ko[(ko.block == b) & (ko.attention == a)].delta_AP.iloc[0]) for b in blocks] for a in atts])
+        variant = ko.scale_off + ko.task_off
+        atts = list(dict.fromkeys(zip(ko.attention, variant)))  # (attention, variant) in computed order
+        grid = np.array([[float(ko[(ko.block == b) & (ko.attention == a) & (variant == v)].delta_AP.iloc[0])
+                          for b in blocks] for a, v in atts])
         lim = max(float(np.nanmax(np.abs(grid))), 1e-6)
         im = ax2.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
         for (i, j), v in np.ndenumerate(grid):
             ax2.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=7)
         ax2.set_xticks(range(len(blocks)))
         ax2.set_xticklabels([str(b) for b in blocks])
-        ax2.set_yticks(range(3))
-        ax2.set_yticklabels(atts)
+        ax2.set_yticks(range(len(atts)))
+        ax2.set_yticklabels([f"{a} ({v})" if v else a for a, v in atts], fontsize=7)
         ax2.set_xlabel("block with the attention off")
         ax2.set_title("AP change, one attention off in one block", fontsize=9)
         fig.colorbar(im, ax=ax2, label="AP change (points)")
     images = int(df["images"].iloc[0]) if len(df) else 0
-    fig.text(0.01, 0.005, f"{images} images. " + KNOCKOUT_NOTE + ".", fontsize=7, va="bottom")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    import textwrap
+
+    caption = textwrap.fill(f"{images} images. {KNOCKOUT_NOTE}. {_variants_used(df)}.", 190)
+    fig.text(0.01, 0.005, caption, fontsize=6, va="bottom")
+    fig.tight_layout(rect=(0, 0.04 + 0.025 * caption.count("\n"), 1, 1))
     return fig
 
 
@@ -346,8 +462,8 @@ def plotly_ablation(df: pd.DataFrame):
     import plotly.graph_objects as go
 
     t1 = _table1_order(df[df.kind == "all blocks"])
-    fig = go.Figure(go.Bar(x=[f"L{r.L} S{r.S} C{r.C}" for r in t1.itertuples()], y=t1["AP"],
+    fig = go.Figure(go.Bar(x=[_row_label(r, "<br>") for r in t1.itertuples()], y=t1["AP"],
                            text=[f"{v:.1f}" for v in t1["AP"]], textposition="outside"))
     fig.update_layout(title="AP with attentions switched off at inference (one trained model)",
-                      yaxis_title="AP (%)", xaxis_title="L = scale, S = spatial, C = task")
+                      yaxis_title="AP (%)", xaxis_title="L = scale, S = spatial, C = task; below: the knock-out variant")
     return fig

@@ -162,6 +162,63 @@ def cmd_feature_maps(args, report: _Report) -> None:
     print(f"stages available: {', '.join(stages.stages)}")
 
 
+def _variants(args) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The knock-out variants an `ablation` run asks for (--scale-off, --task-off, --all-variants)."""
+    from dyhead.config import SCALE_KNOCKOUTS, TASK_KNOCKOUTS
+
+    if args.all_variants:
+        return SCALE_KNOCKOUTS, TASK_KNOCKOUTS
+    return (tuple(v.strip() for v in args.scale_off.split(",") if v.strip()),
+            tuple(v.strip() for v in args.task_off.split(",") if v.strip()))
+
+
+def _setting_slug(name: str) -> str:
+    """A file-name part for a global setting: 'L S C: \u2713 \u2713 \u2717 [task relu]' -> 'task_off_task-relu'."""
+    marks, _, variant = name.removeprefix("L S C: ").partition(" [")
+    off = [a for a, m in zip(("scale", "spatial", "task"), marks.split()) if m == "\u2717"]
+    slug = "_".join(off) + "_off" if off else "all_on"
+    return slug + ("_" + variant.rstrip("]").replace(", ", "_").replace(" ", "-") if variant else "")
+
+
+def _constants(args, model, checkpoint=None):
+    """The checkpoint's calibrated knock-out constants: saved beside it, or computed once on
+    --calibration-data (default: --data) split --calibration-split (default train) and saved."""
+    from .sources import knockout_constants
+
+    data = getattr(args, "calibration_data", None) or args.data
+    constants = knockout_constants(model, checkpoint or args.checkpoint, data,
+                                   getattr(args, "calibration_split", "train"), progress=not args.quiet)
+    print(f"knock-out constants: {constants.describe()}")
+    return constants
+
+
+def cmd_calibrate(args, report: _Report) -> None:
+    from dyhead.knockout import SOURCE_SLOTS, constants_path
+
+    from .sources import DEFAULT_CHECKPOINT, dataset_root, knockout_constants
+
+    model = _model(args)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
+    constants = knockout_constants(model, checkpoint, dataset_root(args.data, args.split), args.split, recalibrate=True,
+                                   progress=not args.quiet, max_images=args.max_images,
+                                   batch_size=args.batch_size)
+    report.wrote(constants_path(checkpoint), "knock-out constants (dyhead.knockout.KnockoutConstants)")
+    rows = []
+    for b in range(constants.num_blocks):
+        for level in range(constants.scale.shape[1]):
+            w = constants.scale[b, level]
+            rows.append({"block": b + 1, "level": level, **{f"w_{s}": float(w[i]) for i, s in enumerate(SOURCE_SLOTS)},
+                         "w_level": float(w[~w.isnan()].mean()),
+                         **{k: float(getattr(constants, k)[b, level].mean()) for k in ("a1", "b1", "a2", "b2")}})
+    table = pd.DataFrame(rows)
+    report.wrote(write_table(table, args.out / "knockout_constants.csv",
+                             [f"dataset means for the calibrated/static knock-outs: {constants.describe()}",
+                              "w_<source>: mean scale weight per source branch (calibrated-per-source); w_level: "
+                              "their mean (calibrated); a1..b2: DyReLU coefficients averaged over channels (static)"]),
+                 "scale weights and DyReLU coefficient means per block and level")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 def cmd_ablation(args, report: _Report) -> None:
     from dyhead.progress import progress_write
 
@@ -173,20 +230,24 @@ def cmd_ablation(args, report: _Report) -> None:
         detection_changes,
         plot_ablation,
         plot_detection_changes,
+        variants_note,
     )
     from .sources import DEFAULT_CHECKPOINT, dataset_images, resolve_dataset
 
     model = _model(args)
     print("note: " + KNOCKOUT_NOTE)
     csv = args.out / "ablation.csv"
-    settings = ablation_settings(model.config.tower.num_blocks, args.per_block)
+    scale_offs, task_offs = _variants(args)
+    settings = ablation_settings(model.config.tower.num_blocks, args.per_block, scale_offs, task_offs)
+    constants = _constants(args, model) if any(s.needs_constants for s in settings) else None
     images = len(dataset_images(args.data, args.split, args.max_images))
     checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
     annotations = resolve_dataset(args.data, args.split).annotation_file
     notes = [KNOCKOUT_NOTE, "AP in percent (COCOeval)",
              f"model {checkpoint.name} (sha256 {_sha256(checkpoint)[:16]}) on {next(model.parameters()).device}",
              f"data {annotations.name} (sha256 {_sha256(annotations)[:16]}), split {args.split}, {images} images",
-             batch_size_note(args.batch_size)]
+             batch_size_note(args.batch_size), variants_note(scale_offs, task_offs, constants)]
+    print(notes[-1])
     print(f"{len(settings)} settings x {images} images"
           + ("" if args.per_block else " (the 8 global ones; --per-block adds one attention off in one block)")
           + f"; each row is appended to {csv} when it is done, and a rerun continues from there")
@@ -195,23 +256,24 @@ def cmd_ablation(args, report: _Report) -> None:
               "and only the missing settings are computed")
 
     def row_done(row: dict, seconds: float) -> None:
-        progress_write(f"  {row['setting']:<26} AP {row['AP']:5.1f}  ({row['delta_AP']:+.1f} vs all on)  "
+        progress_write(f"  {row['setting']:<48} AP {row['AP']:5.1f}  ({row['delta_AP']:+.1f} vs all on)  "
                        f"{seconds:.0f} s")
 
     df = ablation_table(model, args.data, args.split, max_images=args.max_images, one_block=args.per_block,
                         batch_size=args.batch_size, show_progress=not args.quiet, csv_path=csv, notes=notes,
-                        on_row=row_done)
+                        on_row=row_done, settings=settings, constants=constants)
     report.wrote(csv, f"AP per on/off setting, {len(df)} rows")
     _save_figure(plot_ablation(df), args.out, "ablation", report, "Table 1 analogue")
     with pd.option_context("display.width", 160, "display.max_columns", 20):
-        print(df[df.kind == "all blocks"][["L", "S", "C", "AP", "AP50", "AP75", "APs", "APm", "APl"]]
+        print(df[df.kind == "all blocks"][["L", "S", "C", "scale_off", "task_off", "AP", "AP50", "AP75", "APs", "APm", "APl"]]
               .to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     image, path = _image(args)
-    summary, diffs = detection_changes(model, image, score_threshold=args.score_threshold)
+    summary, diffs = detection_changes(model, image, score_threshold=args.score_threshold, constants=constants,
+                                       scale_offs=scale_offs, task_offs=task_offs)
     report.wrote(write_table(summary, args.out / "detection_changes.csv", [f"image {path}", summary.attrs["note"]]),
                  "matched / added / removed per setting")
     for name, fig in plot_detection_changes(image, diffs, model.config.class_names).items():
-        _save_figure(fig, args.out, "detections_" + name.replace(" ", "_"), report, f"detections, {name}", pdf=False)
+        _save_figure(fig, args.out, "detections_" + _setting_slug(name), report, f"detections, {name}", pdf=False)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
@@ -302,6 +364,10 @@ def cmd_compare(args, report: _Report) -> None:
     if unknown:
         raise ValueError(f"--off-b takes scale, spatial, task; got {sorted(unknown)}")
     switches_b = AttentionSwitches(**{a: a not in off for a in ("scale", "spatial", "task")}) if off else None
+    if switches_b is not None and switches_b.needs_constants:  # scale off = the calibrated constants
+        from dataclasses import replace
+
+        switches_b = replace(switches_b, constants=_constants(args, model_b, args.checkpoint_b))
     coarser_b = args.coarser_b
     if coarser_b is None and not args.checkpoint_b and not off:
         coarser_b = "upsample_first"  # the demo against itself needs something to differ
@@ -424,7 +490,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (1 = the official test path)")
     p.add_argument("--image", default=None, help="image for the detection comparison (default: a bundled sample, or the first image of --data)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="detections compared from this score up")
+    p.add_argument("--scale-off", default="calibrated",
+                   help="what replaces scale attention when off, one or more of calibrated (dataset-mean weight per "
+                        "block and level), calibrated-per-source, fixed-1 (every weight 1), comma-separated")
+    p.add_argument("--task-off", default="relu",
+                   help="what replaces task attention when off: relu (plain ReLU), static (dataset-mean DyReLU "
+                        "coefficients), or both comma-separated")
+    p.add_argument("--all-variants", action="store_true", help="every scale and task variant")
+    p.add_argument("--calibration-data", default=None,
+                   help="dataset root for the calibration pass when the checkpoint has no constants saved beside it "
+                        "(default: --data)")
+    p.add_argument("--calibration-split", default="train", help="split of the calibration pass (default: train)")
     p.set_defaults(func=cmd_ablation)
+
+    p = sub.add_parser("calibrate", help="knock-out constants: dataset-mean scale weights and DyReLU coefficients")
+    common(p)
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (1 = the official test path)")
+    p.set_defaults(func=cmd_calibrate, split="train")
 
     p = sub.add_parser("efficiency", help="parameters, GMACs and latency against depth (Table 2)")
     common(p, data=False, model=False)

@@ -29,6 +29,7 @@ __all__ = [
     "SAMPLES_DIR",
     "DEMO_MODEL_CARD",
     "is_demo_model",
+    "knockout_constants",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +69,18 @@ def load_model(checkpoint: Optional[str | Path] = None, device: str = "auto", co
         )
         raise SourceError(f"checkpoint {path} not found{hint}")
     return load_detector(path, device=resolve_device(device), coarser_branch=coarser_branch)
+
+
+def knockout_constants(model, checkpoint: Optional[str | Path] = None, data: Optional[str | Path] = None,
+                       split: str = "train", *, recalibrate: bool = False, progress: bool = True, **kwargs):
+    """The calibrated knock-out constants of `checkpoint` (None = the demo model): the file saved
+    beside it when its sha256 matches (the demo model's ships with it, from the demo train split),
+    else one calibration pass over `data`/`split`, saved for next time
+    (`dyhead.knockout.load_or_calibrate`)."""
+    from dyhead.knockout import load_or_calibrate
+
+    path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    return load_or_calibrate(model, path, data, split, recalibrate=recalibrate, progress=progress, **kwargs)
 
 
 def is_demo_model(path: str | Path) -> bool:

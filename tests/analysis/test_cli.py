@@ -52,19 +52,25 @@ def test_image_commands(tiny_checkpoint, tiny_data, tmp_path, capsys):
     assert "colour scale per_map: each map (stage, level) its own colour range" in fm.attrs["notes"][0]
     assert _run(["coarser-modes", *base], capsys)[0] == 0
     assert set(read_table(tmp_path / "coarser_modes_features.csv")["mode"]) == {"official", "crop", "upsample_first"}
-    code, out = _run(["ablation", *base, "--max-images", "2", "--no-one-block"], capsys)
-    assert code == 0 and "not retrained" in out
+    code, out = _run(["calibrate", *base, "--split", "val"], capsys)  # the tiny data has no train split
+    assert code == 0 and (tiny_checkpoint.parent / "tiny.knockout.pt").is_file()
+    assert len(read_table(tmp_path / "knockout_constants.csv")) == 2 * 5
+    code, out = _run(["ablation", *base, "--max-images", "2", "--no-one-block", "--task-off", "relu,static"], capsys)
+    assert code == 0 and "not retrained" in out and "5 images of" in out
     ab = read_table(tmp_path / "ablation.csv")
-    assert len(ab) == 8 and "not retrained" in ab.attrs["notes"][0]
+    assert len(ab) == 12 and "not retrained" in ab.attrs["notes"][0]
     assert batch_size_note(1) in ab.attrs["notes"]
-    assert (tmp_path / "detections_task_off.png").is_file()
+    assert "the dataset-mean weight of the level" in ab.attrs["notes"][-1] and "val" in ab.attrs["notes"][-1]
+    assert set(ab.task_off.dropna()) == {"relu", "static"}
+    assert (tmp_path / "detections_task_off_task-static.png").is_file()
+    assert (tmp_path / "detections_scale_off_scale-calibrated.png").is_file()
 
 
 def test_a_long_command_into_a_pipe_has_a_few_dozen_progress_lines(tiny_checkpoint, tiny_data, tmp_path):
     """`python -m analysis ablation` with every one-block knock-out (14 settings x 5 images, each
     image a progress update) and `python -m dyhead.evaluate`, stderr to a pipe."""
     cmd = [sys.executable, "-m", "analysis", "ablation", "--checkpoint", str(tiny_checkpoint), "--data",
-           str(tiny_data), "--out", str(tmp_path), "--per-block", "--threads", "1"]
+           str(tiny_data), "--out", str(tmp_path), "--per-block", "--threads", "1", "--calibration-split", "val"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert run.returncode == 0, run.stderr
     assert "\r" not in run.stderr and "\r" not in run.stdout
