@@ -23,7 +23,7 @@ import torch
 
 from .checkpoint import CheckpointError, load_detector
 from .coco_results import detections_to_coco, write_coco_results
-from .device import DeviceError, resolve_device
+from .device import PRECISIONS, DeviceError, resolve_device
 from .preprocess import ImageLoadError, load_image
 
 __all__ = ["main", "detections_to_coco"]
@@ -52,6 +52,9 @@ def main(argv=None) -> int:
     parser.add_argument("--annotations", type=Path, default=None, help="COCO json to look up image ids by file name")
     parser.add_argument("--out", type=Path, default=None, help="write COCO results JSON here")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto: float16 autocast on CUDA, float32 on the CPU (default); bfloat16: autocast, "
+                             "faster on CPUs with bfloat16 instructions but approximate (see benchmarks/RESULTS.md)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:
@@ -82,7 +85,7 @@ def main(argv=None) -> int:
             print(f"skipped: {exc}", file=sys.stderr)
             failed.append(str(path))
             continue
-        dets = model.predict([image])[0].to("cpu")
+        dets = model.infer([image], precision=args.precision).detections[0].to("cpu")
         rows = detections_to_coco(dets, cfg.category_ids, image_id=ids.get(path.name), file_name=path.name)
         results.extend(rows)
         best = ""
