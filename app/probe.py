@@ -48,7 +48,12 @@ def knockouts(ctx, image, res, index: int) -> pd.DataFrame:
     rows = []
     for s in global_settings()[1:]:
         key = ((bool(s.scale), bool(s.spatial), bool(s.task)),) * ctx.num_blocks
-        other = compute.inspect_cached(ctx.ref, ctx.model, image.key, image.array, key, image.name).detections
+        try:
+            other = compute.inspect_cached(ctx.ref, ctx.model, image.key, image.array, key, image.name).detections
+        except ValueError as exc:  # a setting this model can't run (e.g. missing knock-out constants)
+            rows.append({"setting": compute.describe_switches(key), "status": f"not computed: {exc}",
+                         "other_label": -1, "other_class": ""})
+            continue
         eff = knockout_effect(det.boxes[index], int(det.labels[index]), float(det.scores[index]), other.boxes,
                               other.scores, other.labels)
         rows.append({"setting": compute.describe_switches(key), **eff,

@@ -34,6 +34,8 @@ PAGES = [
     ("inside_head", "inside_head", "Inside the head", 3300),
     ("scale_ratios", "scale_ratios", "Scale ratios", 1300),
     ("attention_switches", "attention_switches", "Attention on/off", 1900),
+    ("internals", "internals", "Internals over a dataset", 1900),
+    ("compare", "compare", "Compare", 2600),
     ("efficiency", "efficiency", "Efficiency", 1700),
     ("how_it_works", "how_it_works", "How it works", 3000),
     ("model_data", "model_data", "Model & data", 1200),
@@ -132,7 +134,12 @@ def test_every_page_in_chromium(server):
                 page.set_viewport_size({"width": 1440, "height": height})
                 page.goto(f"{server}/{path}", wait_until="domcontentloaded")
                 _settle(page, title)
-                if name == "scale_ratios":
+                if name == "detect":  # a click on a box's centre marker opens the probe of that detection
+                    page.locator(".js-plotly-plot .scatterlayer .point").first.click(force=True)
+                    page.wait_for_timeout(300)
+                    _settle(page, title)
+                    page.get_by_text("Probe of detection").first.wait_for(timeout=60_000)
+                if name in ("scale_ratios", "internals"):
                     run = page.get_by_role("button", name="pass")  # "Run the pass" / "Resume the pass"
                     if run.count():  # (not when an earlier test in this session computed every image)
                         run.first.click()
