@@ -219,6 +219,34 @@ def cmd_calibrate(args, report: _Report) -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
+def cmd_retrain(args, report: _Report) -> None:
+    from dyhead.progress import progress_write
+
+    from .retrain import plot_table1, plot_table2, retrain_summary, run_grid
+    from .sources import dataset_root
+
+    if args.data is None:
+        dataset_root(None, args.train_split)  # the demo train split is not generated on demand: say how
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = [r.strip() for r in args.rows.split(";")] if args.rows else None
+
+    def row_done(record: dict) -> None:
+        progress_write(f"  {record['row']:<10} seed {record['seed']}  AP {record['AP']:5.1f}  "
+                       f"{record['iterations']} it  {record['wall_time_s'] / 60:.1f} min")
+
+    df = run_grid(args.grid, args.data, args.out, seeds=seeds, rows=rows, preset=args.preset,
+                  iterations=args.iterations, train_split=args.train_split, eval_split=args.split,
+                  eval_images=args.max_images, device=args.device, progress=not args.quiet, on_row=row_done)
+    report.wrote(args.out / f"retrain_{args.grid}.csv", f"one row per trained run ({len(df)} done)")
+    if len(df):
+        summary = retrain_summary(df)
+        report.wrote(write_table(summary, args.out / f"retrain_{args.grid}_summary.csv", df.attrs.get("notes", [])),
+                     "mean and spread per row beside the paper's AP")
+        plot = plot_table1 if args.grid == "table1" else plot_table2
+        _save_figure(plot(df), args.out, f"retrain_{args.grid}", report, f"{args.grid} retrained")
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+
+
 def cmd_ablation(args, report: _Report) -> None:
     from dyhead.progress import progress_write
 
@@ -502,6 +530,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: --data)")
     p.add_argument("--calibration-split", default="train", help="split of the calibration pass (default: train)")
     p.set_defaults(func=cmd_ablation)
+
+    p = sub.add_parser("retrain", help="the paper's Table 1 or Table 2 retrained: one model per row and seed")
+    common(p)
+    p.add_argument("--grid", required=True, choices=("table1", "table2"),
+                   help="table1: baseline, L, S, C, S+C, L+C, L+S, L+S+C (6 blocks); table2: baseline and 1, 2, 4, "
+                        "6, 8, 10 blocks with all attentions")
+    p.add_argument("--seeds", default="0,1", help="comma-separated training seeds (default 0,1)")
+    p.add_argument("--rows", default=None, help="only these rows, ';'-separated (e.g. 'baseline;L+S+C')")
+    p.add_argument("--preset", default="demo_cpu", help="dyhead.train preset of every run (default demo_cpu)")
+    p.add_argument("--iterations", type=int, default=None, help="iterations of every run (default: the preset's)")
+    p.add_argument("--train-split", default="train", help="training split of --data (default train)")
+    p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser("calibrate", help="knock-out constants: dataset-mean scale weights and DyReLU coefficients")
     common(p)
