@@ -15,9 +15,11 @@ from .weights import load_detector, save_checkpoint
 from .detector import PRESETS, DetectorConfig, DyHeadDetector, build_detector
 from .preprocess import load_image
 from .tower import DyHeadTower, TowerTrace
+from .trace import TraceSpec
+from .weights import LoadInfo
 
 __all__ = [
     "AttentionSwitches", "CoarserBranchMode", "DyHeadConfig", "DyHeadTower", "TowerTrace", "knock_out",
     "PRESETS", "DetectorConfig", "DyHeadDetector", "build_detector", "load_detector", "save_checkpoint",
-    "load_image",
+    "load_image", "TraceSpec", "LoadInfo",
 ]

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from .swin import SwinTransformer
 
@@ -88,7 +88,6 @@ class BackboneConfig:
     swin_mlp_ratio: float = 4.0
     swin_drop_path_rate: float = 0.2
     swin_out_features: tuple[str, ...] = ("stage3", "stage4", "stage5")
-    #: Input convention. None = the kind's default (MSRA: BGR caffe means, std 1; others: RGB ImageNet).
     #: Input convention. None = the kind's default (MSRA: BGR caffe means, std 1; others: RGB ImageNet).
     pixel_format: Optional[str] = None
     pixel_mean: Optional[tuple[float, ...]] = None
@@ -231,6 +230,9 @@ class ResNetMSRA(nn.Module):
         self.stem = MSRAStem(stem_out)
         in_ch, bottleneck, out_ch = stem_out, base_width, res2_out
         self.out_channels: list[int] = []
+        #: set by `build_backbone` for an FPN on res2-res5 (Faster R-CNN): C2 is returned first.
+        self.with_res2 = False
+        self.res2_channels = res2_out
         for stage, num_blocks in enumerate(_MSRA_BLOCKS[depth]):
             first_stride = 1 if stage == 0 else 2
             blocks = []
@@ -247,7 +249,7 @@ class ResNetMSRA(nn.Module):
         c3 = self.res3(x)  # [N, 2*res2_out, H/8, W/8]
         c4 = self.res4(c3)  # [N, 4*res2_out, H/16, W/16]
         c5 = self.res5(c4)  # [N, 8*res2_out, H/32, W/32]
-        return [c3, c4, c5]
+        return [x, c3, c4, c5] if self.with_res2 else [c3, c4, c5]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -269,6 +271,7 @@ class TorchvisionResNet(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         expansion = 4 if depth >= 50 else 1
         self.out_channels = [128 * expansion, 256 * expansion, 512 * expansion]
+        self.with_res2, self.res2_channels = False, 64 * expansion
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -276,7 +279,7 @@ class TorchvisionResNet(nn.Module):
         c3 = self.layer2(c2)
         c4 = self.layer3(c3)
         c5 = self.layer4(c4)
-        return [c3, c4, c5]
+        return [c2, c3, c4, c5] if self.with_res2 else [c3, c4, c5]
 
 
 def _load_torchvision_weights(net: nn.Module, weights_path: str, depth: int) -> None:
@@ -349,6 +352,7 @@ class SmallBackbone(nn.Module):
             layers += [SmallBlock(widths[i + 1], widths[i + 1], 1, norm) for _ in range(blocks - 1)]
             self.stages.append(nn.Sequential(*layers))
         self.out_channels = list(widths[2:])
+        self.with_res2, self.res2_channels = False, widths[1]
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -359,7 +363,7 @@ class SmallBackbone(nn.Module):
         c3 = self.stages[1](x)  # stride 8
         c4 = self.stages[2](c3)  # stride 16
         c5 = self.stages[3](c4)  # stride 32
-        return [c3, c4, c5]
+        return [x, c3, c4, c5] if self.with_res2 else [c3, c4, c5]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -371,24 +375,37 @@ class BackboneWithFPN(nn.Module):
     P7 = conv3x3/2(ReLU(P6)). Equal to detectron2's FPN + ``LastLevelP6P7(in_feature="p5")`` whenever
     every level exactly doubles the next (true for inputs padded to 128)."""
 
-    def __init__(self, body: nn.Module, in_channels: list[int], fpn_channels: int) -> None:
+    def __init__(self, body: nn.Module, in_channels: list[int], fpn_channels: int, first_level: int = 3) -> None:
         super().__init__()
         self.body = body
-        self.fpn = FeaturePyramidNetwork(in_channels, fpn_channels, extra_blocks=LastLevelP6P7(fpn_channels, fpn_channels))
+        if first_level == 2:
+            # Faster R-CNN + DyHead: FPN on res2-res5, P6 = max_pool2d(P5, 1, stride 2) (detectron2
+            # LastLevelMaxPool, no parameters; conformance README 11.3 step 4).
+            extra = LastLevelMaxPool()
+        elif first_level == 3:
+            extra = LastLevelP6P7(fpn_channels, fpn_channels)
+        else:
+            raise ValueError(f"the FPN starts at P2 or P3, got P{first_level}")
+        self.fpn = FeaturePyramidNetwork(in_channels, fpn_channels, extra_blocks=extra)
         self.out_channels = fpn_channels
-        self.strides = (8, 16, 32, 64, 128)
+        self.first_level = first_level
+        self.strides = tuple(2 ** (first_level + i) for i in range(5))
 
     def forward(self, images: Tensor) -> list[Tensor]:
         return self.forward_features(images)[1]
 
     def forward_features(self, images: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """images [N, 3, H, W] (normalised, padded) -> ([C3, C4, C5], [P3, P4, P5, P6, P7])."""
+        """images [N, 3, H, W] (normalised, padded) -> ([C3, C4, C5], [P3, P4, P5, P6, P7]), or
+        ([C2, .., C5], [P2, .., P6]) for an FPN that starts at P2."""
         bottom_up = self.body(images)
-        pyramid = self.fpn(OrderedDict(zip(("c3", "c4", "c5"), bottom_up)))
+        names = [f"c{self.first_level + i}" for i in range(len(bottom_up))]
+        pyramid = self.fpn(OrderedDict(zip(names, bottom_up)))
         return bottom_up, list(pyramid.values())
 
 
-def build_backbone(cfg: BackboneConfig, fpn_channels: int = 256) -> BackboneWithFPN:
+def build_backbone(cfg: BackboneConfig, fpn_channels: int = 256, first_level: int = 3) -> BackboneWithFPN:
+    """The bottom-up network of `cfg` with an FPN on C3-C5 (P3..P7), or on C2-C5 (P2..P6) when
+    `first_level` is 2."""
     if cfg.kind == "resnet_msra":
         body = ResNetMSRA(cfg.depth, cfg.stem_out, cfg.base_width, cfg.res2_out)
     elif cfg.kind == "resnet_torchvision":
@@ -401,4 +418,10 @@ def build_backbone(cfg: BackboneConfig, fpn_channels: int = 256) -> BackboneWith
         )
     else:
         body = SmallBackbone(cfg.small_widths, cfg.small_blocks, cfg.small_norm)
-    return BackboneWithFPN(body, body.out_channels, fpn_channels)
+    in_channels = list(body.out_channels)
+    if first_level == 2:
+        if not hasattr(body, "with_res2"):
+            raise ValueError(f"the {cfg.kind} backbone has no C2 output for an FPN starting at P2")
+        body.with_res2 = True
+        in_channels = [body.res2_channels] + in_channels
+    return BackboneWithFPN(body, in_channels, fpn_channels, first_level)

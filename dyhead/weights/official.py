@@ -25,7 +25,7 @@ from .info import LoadInfo
 from .io import load_mapped, require_keys
 from .overrides import apply_overrides
 
-__all__ = ["official_tower_key_map", "official_key_map", "infer_official_config",
+__all__ = ["official_tower_key_map", "official_key_map", "infer_official_config", "official_detector_kind",
            "detector_from_official_state_dict", "is_official", "is_official_swin", "swin_backbone_config"]
 
 #: Our sub-module names -> the official DyConv's (microsoft/DynamicHead, dyhead/dyhead.py).
@@ -64,15 +64,57 @@ _MSRA_DEPTH_BY_RES4 = {6: 50, 23: 101, 36: 152}
 
 
 def _is_legacy_anchor_key(key: str) -> bool:
-    return key.startswith("anchor_generator.cell_anchors.")
+    return key.startswith("anchor_generator.cell_anchors.") or key.startswith(
+        "proposal_generator.anchor_generator.cell_anchors.")
+
+
+#: The head keys that tell the detector kinds apart (README section 6).
+_KIND_KEYS = {"atss": "head.cls_logits.weight", "retinanet": "head.cls_score.weight",
+              "faster_rcnn": "roi_heads.box_predictor.cls_score.weight"}
+
+
+def official_detector_kind(state: dict[str, Tensor], origin: str = "checkpoint") -> str:
+    """"atss", "retinanet" or "faster_rcnn", from the head keys of an official file."""
+    kinds = [kind for kind, key in _KIND_KEYS.items() if key in state]
+    if len(kinds) != 1:
+        raise UnknownLayoutError(
+            f"{origin}: cannot tell the detector kind: expected exactly one of {sorted(_KIND_KEYS.values())} "
+            f"(ATSS, RetinaNet, Faster R-CNN), found {[_KIND_KEYS[k] for k in kinds] or 'none'}")
+    return kinds[0]
+
+
+def _head_fields(kind: str, state: dict[str, Tensor], origin: str) -> dict:
+    """num_classes and the head's own settings, read from the head tensors of an official file."""
+    from ..detector import kind_settings
+
+    fields = kind_settings(kind)
+    if kind == "atss":
+        fields["num_classes"] = int(state["head.cls_logits.weight"].shape[0])
+        return fields
+    if kind == "retinanet":
+        require_keys(state, ["head.bbox_pred.weight"], origin)
+        anchors = int(state["head.bbox_pred.weight"].shape[0]) // 4
+        fields["num_classes"] = int(state["head.cls_score.weight"].shape[0]) // max(1, anchors)
+        fields["head_num_convs"] = len({int(m.group(1)) for k in state if (m := re.match(r"head\.cls_subnet\.(\d+)\.", k))})
+        expected = len(fields["anchor_sizes"][0]) * len(fields["anchor_ratios"])
+    else:
+        require_keys(state, ["proposal_generator.rpn_head.objectness_logits.weight", "roi_heads.box_head.fc1.weight"],
+                     origin)
+        anchors = int(state["proposal_generator.rpn_head.objectness_logits.weight"].shape[0])
+        fields["num_classes"] = int(state["roi_heads.box_predictor.cls_score.weight"].shape[0]) - 1
+        fields["box_fc_dim"] = int(state["roi_heads.box_head.fc1.weight"].shape[0])
+        expected = len(fields["anchor_sizes"][0]) * len(fields["anchor_ratios"])
+    if anchors != expected:
+        raise UnknownLayoutError(f"{origin}: a {kind} head with {anchors} anchors per location; the release has {expected}")
+    return fields
 
 
 def official_key_map(model: nn.Module) -> dict[str, str]:
     """{our state-dict key: official detectron2 key} for a detector with the official layout
     (resnet_msra backbone, head without conv towers)."""
     cfg = model.config
-    if cfg.backbone.kind not in ("resnet_msra", "swin") or cfg.head_num_convs != 0:
-        raise ValueError("only detectors with a resnet_msra or swin backbone and no head towers have an official layout")
+    if cfg.backbone.kind not in ("resnet_msra", "swin") or (cfg.kind == "atss" and cfg.head_num_convs != 0):
+        raise ValueError("only detectors with a resnet_msra or swin backbone and no ATSS head towers have an official layout")
     body_name = _swin_official_name if cfg.backbone.kind == "swin" else (lambda k: k)
     tower_map = official_tower_key_map(cfg.tower.num_blocks)
     mapping = {}
@@ -83,24 +125,28 @@ def official_key_map(model: nn.Module) -> dict[str, str]:
             m = re.fullmatch(r"backbone\.fpn\.(inner_blocks|layer_blocks)\.(\d)\.0\.(weight|bias)", k)
             if m:
                 kind = "fpn_lateral" if m.group(1) == "inner_blocks" else "fpn_output"
-                mapping[k] = f"backbone.backbone.{kind}{int(m.group(2)) + 3}.{m.group(3)}"
+                mapping[k] = f"backbone.backbone.{kind}{int(m.group(2)) + cfg.first_level}.{m.group(3)}"
             else:
                 mapping[k] = "backbone.backbone.top_block." + k[len("backbone.fpn.extra_blocks.") :]
         elif k.startswith("tower."):
             mapping[k] = _D2_TOWER + tower_map[k[len("tower.") :]]
         elif k.startswith("head."):
-            mapping[k] = k
+            # Faster R-CNN's head holds detectron2's top-level proposal_generator / roi_heads.
+            mapping[k] = k[len("head."):] if cfg.kind == "faster_rcnn" else k
         else:
             raise RuntimeError(f"no official name for {k}")
     return mapping
 
 
 def infer_official_config(state: dict[str, Tensor], origin: str = "checkpoint"):
-    """A `DetectorConfig` whose widths match an official ATSS + DyHead state dict."""
+    """A `DetectorConfig` whose kind, widths and depths match an official DyHead state dict (ATSS,
+    RetinaNet or Faster R-CNN; the kind is read from the head keys)."""
     from ..detector import DetectorConfig
 
+    kind = official_detector_kind(state, origin)
     backbone = official_backbone_config(state, origin)
-    require_keys(state, ["backbone.backbone.fpn_lateral3.weight", "head.cls_logits.weight"], origin)
+    require_keys(state, ["backbone.backbone.fpn_lateral3.weight"], origin)
+    head_fields = _head_fields(kind, state, origin)
     fpn_channels = int(state["backbone.backbone.fpn_lateral3.weight"].shape[0])
     blocks = {int(m.group(1)) for k in state if (m := re.match(re.escape(_D2_TOWER) + r"(\d+)\.", k))}
     num_blocks = len(blocks)
@@ -114,7 +160,7 @@ def infer_official_config(state: dict[str, Tensor], origin: str = "checkpoint"):
         reduction = max(1, channels // max(1, hidden))
     else:
         channels = fpn_channels
-    num_classes = int(state["head.cls_logits.weight"].shape[0])
+    num_classes = head_fields.pop("num_classes")
     if num_classes == 80:
         names, ids = COCO_CLASS_NAMES, COCO_CATEGORY_IDS
     else:
@@ -127,6 +173,7 @@ def infer_official_config(state: dict[str, Tensor], origin: str = "checkpoint"):
         num_classes=num_classes,
         class_names=names,
         category_ids=ids,
+        **head_fields,
     )
     try:
         return DetectorConfig(**fields)
