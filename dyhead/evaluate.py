@@ -27,7 +27,7 @@ import torch
 from dyhead.coco_results import detections_to_coco, write_coco_results
 from dyhead.config import SCALE_KNOCKOUTS, TASK_KNOCKOUTS, AttentionSwitches, SwitchesArg
 from dyhead.data.coco import DatasetError, load_coco, resolve_split
-from dyhead.preprocess import ImageLoadError, load_image
+from dyhead.data.loader import image_loader
 
 __all__ = ["METRICS", "evaluate_detector", "detections_to_coco", "coco_evaluate", "format_table", "main"]
 
@@ -68,7 +68,8 @@ def coco_evaluate(coco_gt, results: list[dict], image_ids: list[int]) -> dict:
 
 def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesArg = None,
                       max_images: Optional[int] = None, batch_size: int = 4, progress: bool = True,
-                      results_path: Optional[str | Path] = None, bar=None, coarser_branch=None) -> dict:
+                      results_path: Optional[str | Path] = None, bar=None, coarser_branch=None,
+                      workers: int = 0) -> dict:
     """Run `model.predict` over a COCO split and evaluate with COCOeval (`coarser_branch`: the
     coarser-branch mode of every call, None = the model's own).
 
@@ -78,6 +79,7 @@ def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesAr
     "skipped", "split", "data_root", "switches", "seconds"}; with `results_path` the raw COCO-format
     detections are written there as JSON. `bar`: an open `dyhead.progress` bar to advance by one per
     image instead of opening one (a caller evaluating several settings shows one bar for all).
+    `workers`: processes that decode the images ahead of the model (`dyhead.data.loader.image_loader`).
     """
     from .progress import progress_bar
 
@@ -105,21 +107,21 @@ def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesAr
     if own_bar:
         bar = progress_bar(len(image_ids), desc=f"eval {paths.split}", unit="img", enabled=progress)
     try:
-        for i in range(0, len(image_ids), batch_size):
+        files = [paths.image_dir / coco_gt.imgs[image_id]["file_name"] for image_id in image_ids]
+        for chunk in image_loader(files, batch_size, workers):
             chunk_ids, images = [], []
-            for image_id in image_ids[i:i + batch_size]:
-                path = paths.image_dir / coco_gt.imgs[image_id]["file_name"]
-                try:
-                    images.append(load_image(path))
-                    chunk_ids.append(image_id)
-                except ImageLoadError as exc:
-                    skipped.append((str(path), str(exc)))
+            for i, image, reason in chunk:
+                if image is None:
+                    skipped.append((str(files[i]), reason))
+                else:
+                    images.append(image)
+                    chunk_ids.append(image_ids[i])
             if images:
                 detections = model.predict(images, switches=switches, **mode)
                 for image_id, dets in zip(chunk_ids, detections):
                     results.extend(detections_to_coco(dets, category_ids, image_id=image_id))
                 evaluated.extend(chunk_ids)
-            bar.update(len(image_ids[i:i + batch_size]))
+            bar.update(len(chunk))
     finally:
         if own_bar:
             bar.close()
@@ -174,6 +176,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--split", default="val", help="val | val2017 | train ...")
     parser.add_argument("--max-images", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=0, help="processes decoding images ahead of the model")
     parser.add_argument("--out", default=None, help="write the metrics as JSON here")
     parser.add_argument("--detections-out", default=None, help="write the raw COCO-format detections here")
     parser.add_argument("--attention-off", default=None, metavar="LIST",
@@ -205,7 +208,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
         switches = replace(switches, constants=constants)
     result = evaluate_detector(model, args.data, args.split, switches=switches,
                                max_images=args.max_images, batch_size=args.batch_size,
-                               progress=not args.no_progress, results_path=args.detections_out)
+                               progress=not args.no_progress, results_path=args.detections_out,
+                               workers=args.workers)
     result["checkpoint"] = str(args.checkpoint)
     print(format_table(result))
     for item in result["skipped"]:
