@@ -162,3 +162,29 @@ def test_official_detectron2_release_as_init(tmp_path):
     assert report.reinitialised == ("head.cls_logits.weight", "head.cls_logits.bias")
     assert torch.equal(model.state_dict()["tower.blocks.0.spatial_offsets.weight"],
                        source.state_dict()["tower.blocks.0.spatial_offsets.weight"])
+
+
+def test_swin_imagenet_release_layout(tmp_path):
+    """``swin_tiny_patch4_window7_224.pth`` layout at embed 16: {"model": ...} with mlp.fc1/fc2, the
+    classifier's final norm and head, and the shifted blocks' attn_mask buffers."""
+    from dyhead.backbone import build_backbone
+
+    cfg = BackboneConfig(kind="swin", swin_embed_dim=16, swin_depths=(2, 2, 2, 2), swin_num_heads=(1, 2, 2, 4))
+    torch.manual_seed(1)
+    body = build_backbone(cfg, 16).body
+    state = {k.replace(".mlp.0.", ".mlp.fc1.").replace(".mlp.3.", ".mlp.fc2."): v.clone()
+             for k, v in body.state_dict().items() if not k.startswith(("norm1.", "norm2.", "norm3."))}
+    state.update({"norm.weight": torch.ones(128), "norm.bias": torch.zeros(128), "head.weight": torch.zeros(1000, 128),
+                  "head.bias": torch.zeros(1000), "layers.0.blocks.1.attn_mask": torch.zeros(4, 49, 49)})
+    path = tmp_path / "swin_tiny_patch4_window7_224.pth"
+    torch.save({"model": state}, path)
+    model, report = build_initialised(small_config(), path)
+    got = model.config.backbone
+    assert report.kind == "swin_imagenet"
+    assert (got.kind, got.swin_embed_dim, got.swin_depths, got.swin_num_heads, got.swin_window_size, got.swin_mlp_ratio) == (
+        "swin", 16, (2, 2, 2, 2), (1, 2, 2, 4), 7, 4.0)
+    ours = model.backbone.body.state_dict()
+    assert torch.equal(ours["layers.2.blocks.1.mlp.0.weight"], state["layers.2.blocks.1.mlp.fc1.weight"])
+    assert torch.equal(ours["layers.1.downsample.reduction.weight"], state["layers.1.downsample.reduction.weight"])
+    assert {"backbone.body.norm1.weight", "backbone.body.norm3.bias"} <= set(report.reinitialised)
+    assert set(report.left_out) == {"norm.weight", "norm.bias", "head.weight", "head.bias", "layers.0.blocks.1.attn_mask"}
