@@ -277,7 +277,8 @@ def cmd_ablation(args, report: _Report) -> None:
              batch_size_note(args.batch_size), variants_note(scale_offs, task_offs, constants)]
     print(notes[-1])
     print(f"{len(settings)} settings x {images} images"
-          + ("" if args.per_block else " (the 8 global ones; --per-block adds one attention off in one block)")
+          + ("" if args.per_block else " (the 8 global combinations, each attention off once per variant; "
+                                       "--per-block adds one attention off in one block)")
           + f"; each row is appended to {csv} when it is done, and a rerun continues from there")
     if csv.is_file():
         print(f"{csv} exists: its rows are kept (if it was written with the same model, data and batch size) "

@@ -40,6 +40,11 @@ __all__ = [
     "all_on_key",
     "switches_from_key",
     "describe_switches",
+    "Variants",
+    "DEFAULT_VARIANTS",
+    "knockout_constants",
+    "calibrate_constants",
+    "retrain_results",
     "load_model_cached",
     "DetectResult",
     "detect",
@@ -118,23 +123,71 @@ def all_on_key(num_blocks: int) -> SwitchKey:
     return ((True, True, True),) * num_blocks
 
 
-def switches_from_key(key: SwitchKey):
-    """None when every attention is on, else one `AttentionSwitches` per block."""
+#: The knock-out variants of one request: (scale_off, task_off), see `dyhead.config.SCALE_KNOCKOUTS`.
+Variants = tuple[str, str]
+DEFAULT_VARIANTS: Variants = ("calibrated", "relu")
+
+
+def switches_from_key(key: SwitchKey, variants: Variants = DEFAULT_VARIANTS, constants=None):
+    """None when every attention is on, else one `AttentionSwitches` per block, switched-off
+    attentions replaced as `variants` (scale_off, task_off) say, reading `constants`
+    (`knockout_constants`) for the calibrated and static variants."""
     if all(all(t) for t in key):
         return None
-    return tuple(AttentionSwitches(scale=s, spatial=p, task=c) for s, p, c in key)
+    scale_off, task_off = variants
+    return tuple(AttentionSwitches(scale=s, spatial=p, task=c, scale_off=scale_off, task_off=task_off,
+                                   constants=constants) for s, p, c in key)
 
 
-def describe_switches(key: SwitchKey) -> str:
-    """'all attentions on', 'scale off in every block', 'task off in blocks 2, 5', ..."""
+def describe_switches(key: SwitchKey, variants: Optional[Variants] = None) -> str:
+    """'all attentions on', 'scale off in every block', 'task off in blocks 2, 5', ...; with
+    `variants`, each switched-off attention names its variant ('scale off (calibrated) in ...')."""
     parts = []
     for i, name in enumerate(("scale", "spatial", "task")):
         off = [b + 1 for b, t in enumerate(key) if not t[i]]
         if not off:
             continue
         where = "every block" if len(off) == len(key) else "block" + ("s " if len(off) > 1 else " ") + ", ".join(map(str, off))
-        parts.append(f"{name} off in {where}")
+        variant = {"scale": variants[0], "task": variants[1]}.get(name, "zero offsets") if variants else None
+        parts.append(f"{name} off" + (f" ({variant})" if variant else "") + f" in {where}")
     return "; ".join(parts) if parts else "all attentions on"
+
+
+_constants_lock = threading.Lock()
+_constants: dict[str, object] = {}
+
+
+def knockout_constants(ref: "ModelRef", model):
+    """The model file's calibrated knock-out constants (`dyhead.knockout`), read once from the file
+    beside it (the demo model ships with one), or None when it has none yet (`calibrate_constants`)."""
+    from dyhead.knockout import load_or_calibrate
+
+    with _constants_lock:
+        if ref.model_key not in _constants:
+            try:
+                _constants[ref.model_key] = load_or_calibrate(model, ref.path, None)
+            except FileNotFoundError:
+                return None
+        return _constants[ref.model_key]
+
+
+def calibrate_constants(ref: "ModelRef", model, root: Path, split: str,
+                        progress: Optional[Callable[[int, int], None]] = None):
+    """One calibration pass over `split` of `root` (all on, scale weights and DyReLU coefficients
+    only), saved beside the model file (or in the user cache) and used from then on."""
+    from dyhead.knockout import load_or_calibrate
+
+    lock = _folder_lock("calibrate:" + ref.model_key)
+    if not lock.acquire(blocking=False):
+        raise BusyError("another session is calibrating this model right now; reload the page when it is done")
+    try:
+        constants = load_or_calibrate(model, ref.path, root, split, recalibrate=True, progress=False,
+                                      coarser_branch=ref.coarser, on_image=progress)
+        with _constants_lock:
+            _constants[ref.model_key] = constants
+        return constants
+    finally:
+        lock.release()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -268,13 +321,20 @@ def result_cache():
 
 
 def inspect_cached(ref: ModelRef, model, image_id: str, image: np.ndarray, switch_key: SwitchKey,
-                   name: str = "image", channel: Optional[int] = None) -> InsideResult:
-    """`inspect_image` once per (model, mode, image, switches[, channel]); every page reads it.
-    A channel picked for the "channel" reduction is one more pass (only reduced maps are kept)."""
+                   name: str = "image", channel: Optional[int] = None,
+                   variants: Variants = DEFAULT_VARIANTS) -> InsideResult:
+    """`inspect_image` once per (model, mode, image, switches[, channel], knock-out variants); every
+    page reads it. A channel picked for the "channel" reduction is one more pass (only reduced maps
+    are kept). Switched-off attentions are replaced as `variants` say (with `knockout_constants`)."""
     reductions = PAGE_REDUCTIONS + ((f"channel:{int(channel)}",) if channel is not None else ())
-    key = ("inside", ref.key, image_id, switch_key, channel)
-    return result_cache().get_or_compute(
-        key, lambda: inspect_image(model, image, switches_from_key(switch_key), name, ref.coarser, reductions))
+    all_on = all(all(t) for t in switch_key)
+    key = ("inside", ref.key, image_id, switch_key, channel) + (() if all_on else (tuple(variants),))
+
+    def compute():
+        switches = switches_from_key(switch_key, variants, None if all_on else knockout_constants(ref, model))
+        return inspect_image(model, image, switches, name, ref.coarser, reductions)
+
+    return result_cache().get_or_compute(key, compute)
 
 
 def detect_cached(ref: ModelRef, model, image_id: str, image: np.ndarray, switch_key: SwitchKey,
@@ -391,74 +451,104 @@ def load_scale_ratios(ref: ModelRef, root: Path, split: str, image_ids: Sequence
 # Attention on/off AP table (Table 1 analogue), cached on disk
 
 
-def ablation_csv_path(ref: ModelRef, root: Path, split: str, max_images: int, one_block: bool) -> Path:
+def ablation_csv_path(ref: ModelRef, root: Path, split: str, max_images: int, one_block: bool,
+                      variants: Variants = DEFAULT_VARIANTS) -> Path:
     from analysis.sources import resolve_dataset
 
     ann = resolve_dataset(root, split).annotation_file
     folder = cache_dir() / "ablation"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{short_hash(ref.key, ann.resolve(), split, max_images, one_block)}.csv"
+    return folder / f"{short_hash(ref.key, ann.resolve(), split, max_images, one_block, tuple(variants))}.csv"
 
 
 #: The app's AP table runs each image alone, the official test path (as the CLI's default).
 ABLATION_BATCH_SIZE = 1
 
 
-def _ablation_notes() -> list[str]:
-    from analysis.ablation import KNOCKOUT_NOTE, batch_size_note
+def _ablation_notes(variants: Variants = DEFAULT_VARIANTS, constants=None) -> list[str]:
+    from analysis.ablation import KNOCKOUT_NOTE, batch_size_note, variants_note
 
-    return [KNOCKOUT_NOTE, "AP in percent (COCOeval)", batch_size_note(ABLATION_BATCH_SIZE)]
+    return [KNOCKOUT_NOTE, "AP in percent (COCOeval)", batch_size_note(ABLATION_BATCH_SIZE),
+            variants_note((variants[0],), (variants[1],), constants)]
 
 
-def _read_ablation(path: Path) -> Optional[pd.DataFrame]:
+def _read_ablation(path: Path, notes: list[str]) -> Optional[pd.DataFrame]:
     """The finished table on disk, or None when there is none, it is not finished, or it was written
-    under other notes (an older file that does not record its batch size, or records another one)."""
+    under other notes (an older file that does not record its batch size or knock-out variants)."""
     from analysis.ablation import read_ablation_csv
 
     if not path.exists() or not path.with_name(path.name + ".complete").exists():
         return None
-    df = read_ablation_csv(path)
-    if df.attrs.get("notes") != _ablation_notes():
+    try:
+        df = read_ablation_csv(path)
+    except (KeyError, ValueError):  # an older file without the variant columns
+        return None
+    if df.attrs.get("notes") != notes:
         return None
     return df
 
 
 def run_ablation(model, ref: ModelRef, root: Path, split: str, max_images: int, one_block: bool,
-                 progress: Optional[Callable[[int, int], None]] = None) -> pd.DataFrame:
+                 progress: Optional[Callable[[int, int], None]] = None,
+                 variants: Variants = DEFAULT_VARIANTS) -> pd.DataFrame:
     """`analysis.ablation.ablation_table` at batch size 1 (`ABLATION_BATCH_SIZE`) under the page's
-    coarser-branch mode, written row by row with the shared resumable protocol: an interrupted table
-    resumes where it stopped, a finished one is read from disk. The CSV's notes record the batch size;
-    a file with other notes (an older version's, computed at batch 4) is computed again."""
-    path = ablation_csv_path(ref, root, split, max_images, one_block)
+    coarser-branch mode and knock-out `variants` (scale_off, task_off; the calibrated and static ones
+    read `knockout_constants`), written row by row with the shared resumable protocol: an interrupted
+    table resumes where it stopped, a finished one is read from disk. The CSV's notes record the batch
+    size and the variants; a file with other notes (an older version's) is computed again."""
+    constants = knockout_constants(ref, model)
+    notes = _ablation_notes(variants, constants)
+    path = ablation_csv_path(ref, root, split, max_images, one_block, variants)
     lock = _folder_lock(str(path))
     if not lock.acquire(blocking=False):
         raise BusyError("another session is computing this table right now; reload the page when it is done")
     try:
-        from analysis.ablation import ablation_settings, ablation_table
+        from analysis.ablation import AblationCSVError, ablation_settings, ablation_table
 
-        df = _read_ablation(path)
+        df = _read_ablation(path, notes)
         if df is not None:
             return df
-        settings = ablation_settings(model.config.tower.num_blocks, one_block)
+        settings = ablation_settings(model.config.tower.num_blocks, one_block, (variants[0],), (variants[1],))
+        if constants is None and any(s.needs_constants for s in settings):
+            raise ValueError("this model has no calibrated knock-out constants yet: calibrate it on a dataset "
+                             "first, or choose the fixed-1 and relu variants")
+        kwargs = dict(max_images=max_images, settings=settings, batch_size=ABLATION_BATCH_SIZE, progress=progress,
+                      csv_path=path, notes=notes, coarser_branch=ref.coarser, constants=constants)
         try:
-            df = ablation_table(model, root, split, max_images=max_images, settings=settings,
-                                batch_size=ABLATION_BATCH_SIZE, progress=progress, csv_path=path,
-                                notes=_ablation_notes(), coarser_branch=ref.coarser)
-        except ValueError:  # a file of an older version (other notes): computed again
+            df = ablation_table(model, root, split, **kwargs)
+        except AblationCSVError:  # a file of an older version (other notes): computed again
             for stale in (path, path.with_name(path.name + ".done")):
                 stale.unlink(missing_ok=True)
-            df = ablation_table(model, root, split, max_images=max_images, settings=settings,
-                                batch_size=ABLATION_BATCH_SIZE, progress=progress, csv_path=path,
-                                notes=_ablation_notes(), coarser_branch=ref.coarser)
+            df = ablation_table(model, root, split, **kwargs)
         path.with_name(path.name + ".complete").write_text(f"{len(df)}\n")
         return df
     finally:
         lock.release()
 
 
-def cached_ablation(ref: ModelRef, root: Path, split: str, max_images: int, one_block: bool) -> Optional[pd.DataFrame]:
+def cached_ablation(ref: ModelRef, root: Path, split: str, max_images: int, one_block: bool,
+                    variants: Variants = DEFAULT_VARIANTS, model=None) -> Optional[pd.DataFrame]:
     """The table on disk (None when absent or written without the current notes)."""
-    return _read_ablation(ablation_csv_path(ref, root, split, max_images, one_block))
+    constants = knockout_constants(ref, model)  # the model is needed only to calibrate, not to read
+    return _read_ablation(ablation_csv_path(ref, root, split, max_images, one_block, variants),
+                          _ablation_notes(variants, constants))
+
+
+def retrain_results(folder: Optional[Path] = None) -> Optional[pd.DataFrame]:
+    """The retrained Table 1 / Table 2 runs (`python -m analysis retrain`) found in `folder` (default
+    ``$DYHEAD_APP_RETRAIN``, else ``runs/retrain`` of the repository): every ``retrain_<grid>.csv``
+    concatenated, or None."""
+    from analysis.retrain import read_retrain_csv
+    from analysis.sources import REPO_ROOT
+
+    import os
+
+    if folder is None:
+        folder = os.environ.get("DYHEAD_APP_RETRAIN") or REPO_ROOT / "runs" / "retrain"
+    folder = Path(folder)
+    frames = [read_retrain_csv(p) for p in sorted(folder.glob("retrain_table*.csv"))] if folder.is_dir() else []
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis.ablation import KNOCKOUT_NOTE, plot_ablation, plotly_ablation
+from analysis.ablation import KNOCKOUT_NOTE, VARIANT_NOTES, plot_ablation, plotly_ablation
 from analysis.detection_diff import diff_summary, match_detections, plot_detection_pair
 from analysis.feature_maps import FeatureStages, color_scale_note, plot_feature_grid, reduce_stages
 from app import compute
@@ -17,10 +17,12 @@ from app.sidebar import dataset_or_stop, require_model
 ATTENTIONS = ("scale", "spatial", "task")
 
 st.title("Attention on/off")
-st.caption("Switch attentions off for this model at inference time. Off means the neutral value: scale off = "
-           "every weight 1 (a plain mean of the branches), spatial off = zero offsets and masks of 1 (an ordinary "
-           "3×3 conv), task off = a plain ReLU. The switches are passed with each call; the shared model is "
-           "never changed, so other sessions are not affected.")
+st.caption("Switch attentions off for this model at inference time. What replaces an attention is a named "
+           "variant, chosen below: scale off = the calibrated dataset-mean weight of each (block, level) (keeps the "
+           "feature magnitude the network was trained on), per source, or every weight 1; spatial off = zero "
+           "offsets and masks of 1 (an ordinary 3×3 conv; the branches from the neighbouring levels are still "
+           "averaged); task off = a plain ReLU or the dataset-mean DyReLU coefficients (static). The switches are "
+           "passed with each call; the shared model is never changed, so other sessions are not affected.")
 ctx = require_model()
 demo_model_notice(ctx)
 B = ctx.num_blocks
@@ -42,10 +44,39 @@ with st.expander("Per block"):
             st.markdown(f"**Block {b + 1}**")
             per_block.append(tuple(st.checkbox(a, True, key=f"sw_b{b}_{a}", disabled=not global_on[a])
                                    for a in ATTENTIONS))
+v1, v2 = st.columns(2)
+scale_off = v1.radio("Scale off means", ["calibrated", "calibrated-per-source", "fixed-1"], horizontal=True,
+                     key="sw_scale_off", help=VARIANT_NOTES["scale calibrated"] + ". calibrated-per-source: "
+                     + VARIANT_NOTES["scale calibrated-per-source"] + ". fixed-1: " + VARIANT_NOTES["scale fixed-1"])
+task_off = v2.radio("Task off means", ["relu", "static"], horizontal=True, key="sw_task_off",
+                    help=VARIANT_NOTES["task relu"] + ". static: " + VARIANT_NOTES["task static"])
+variants = (scale_off, task_off)
 switch_key = tuple(tuple(global_on[a] and per_block[b][i] for i, a in enumerate(ATTENTIONS)) for b in range(B))
 all_on = compute.all_on_key(B)
-setting = compute.describe_switches(switch_key)
+setting = compute.describe_switches(switch_key, variants)
 st.markdown(f"**Chosen setting:** {setting}")
+constants = compute.knockout_constants(ctx.ref, ctx.model)
+needs_constants = scale_off != "fixed-1" or task_off == "static"
+if constants is not None and needs_constants:
+    st.caption(f"Calibrated constants: {constants.describe()}.")
+elif constants is None and needs_constants:
+    st.warning("This model has no calibrated knock-out constants yet (the dataset means that the calibrated and "
+               "static variants use). Compute them once on the chosen dataset's split (all attentions on, no "
+               "detection head; saved beside the model file), or choose the fixed-1 and relu variants.")
+    if st.button(f"Calibrate on {ctx.split}", key="sw_calibrate"):
+        bar = st.progress(0.0, text="calibrating ...")
+        try:
+            root, _ = dataset_or_stop(ctx)
+            compute.calibrate_constants(ctx.ref, ctx.model, root, ctx.split,
+                                        progress=lambda d, t: bar.progress(d / t, text=f"{d} / {t} images"))
+        except compute.BusyError as exc:
+            st.info(str(exc).capitalize())
+        bar.empty()
+        st.rerun()
+    if any(not all(t) for t in switch_key) and (
+            any(not t[0] for t in switch_key) and scale_off != "fixed-1"
+            or any(not t[2] for t in switch_key) and task_off == "static"):
+        st.stop()
 
 
 def _image_tab(image) -> None:
@@ -53,7 +84,7 @@ def _image_tab(image) -> None:
     threshold = st.slider("Score threshold", 0.05, 1.0, 0.3, 0.01, key="sw_threshold")
     ref = compute.inspect_cached(ctx.ref, ctx.model, image.key, image.array, all_on, image.name)
     other = ref if switch_key == all_on else compute.inspect_cached(ctx.ref, ctx.model, image.key, image.array,
-                                                                   switch_key, image.name)
+                                                                   switch_key, image.name, variants=variants)
     names = ctx.class_names
     diff = match_detections(ref.detections.as_detections(), other.detections.as_detections(), 0.5, threshold, names)
     s = diff_summary(diff)
@@ -133,13 +164,16 @@ with tab_table:
     n = int(a1.number_input(f"Images (first N of {len(records)})", 1, len(records), min(20, len(records)),
                             key="ab_n"))
     one_block = a2.checkbox(f"Also each attention off in one block ({3 * B} more settings)", False, key="ab_one")
-    df = compute.cached_ablation(ctx.ref, root, ctx.split, n, one_block)
+    st.caption(f"Knock-out variants of this table (chosen above): scale off = {scale_off}, task off = {task_off}, "
+               "spatial off = zero offsets and masks of 1. Each row names its variant.")
+    df = compute.cached_ablation(ctx.ref, root, ctx.split, n, one_block, variants, ctx.model)
     if df is None and st.button("Compute the AP table", type="primary", key="ab_run"):
         settings = 8 + (3 * B if one_block else 0)
         bar = st.progress(0.0, text=f"0 / {settings} settings")
         try:
             df = compute.run_ablation(ctx.model, ctx.ref, root, ctx.split, n, one_block,
-                                      progress=lambda d, t: bar.progress(d / t, text=f"{d} / {t} settings"))
+                                      progress=lambda d, t: bar.progress(d / t, text=f"{d} / {t} settings"),
+                                      variants=variants)
         except compute.BusyError as exc:
             st.info(str(exc).capitalize())
             st.stop()
@@ -157,3 +191,20 @@ with tab_table:
             figure_downloads(lambda: plot_ablation(df), "attention_knockouts_table1", pdf=True, key="ab_fig")
         with d2:
             csv_download(df, "attention_knockouts", key="ab_csv", notes=df.attrs.get("notes") or [KNOCKOUT_NOTE])
+
+    retrained = compute.retrain_results()
+    st.markdown("#### Retrained (the paper's Table 1 and Table 2 as the paper made them)")
+    if retrained is None:
+        st.caption("No retrained results yet: `python -m analysis retrain --grid table1 --data <root> --out "
+                   "runs/retrain` trains one model per row and seed (many CPU hours on the demo data; see "
+                   "docs/analysis.md). When runs/retrain/retrain_table1.csv exists, its numbers appear here.")
+    else:
+        from analysis.retrain import retrain_summary
+
+        st.markdown("The knock-outs above switch an attention off in *one trained model*: they measure how much "
+                    "that model relies on it (with the calibrated and static variants, its input-dependent "
+                    "part). A retrained row trains a separate model *without* the attention: it measures what "
+                    "the detector reaches without it, which is what the paper's Table 1 reports.")
+        summary = retrain_summary(retrained)
+        st.dataframe(summary.round(2), hide_index=True, key="rt_table")
+        csv_download(summary, "retrained_tables", key="rt_csv", notes=retrained.attrs.get("notes") or [])

@@ -119,6 +119,8 @@ def test_switch_toggle_changes_the_chosen_run(app_env, app_checkpoint):
     from analysis.sources import load_model
     from dyhead.preprocess import load_image
 
+    from dyhead.knockout import load_or_calibrate
+
     at = _app()
     at.switch_page("views/attention_switches.py").run()
     _ok(at)
@@ -126,19 +128,27 @@ def test_switch_toggle_changes_the_chosen_run(app_env, app_checkpoint):
     at.slider(key="sw_threshold").set_value(0.05).run()
     at.toggle(key="sw_scale").set_value(False).run()
     _ok(at)
-    assert any("scale off in every block" in m.value for m in at.markdown)
+    assert any("scale off (calibrated) in every block" in m.value for m in at.markdown)
     model, _ = load_model(app_checkpoint, "cpu")
     image = load_image(sample_images()[0])
     ref = detect(model, image)
-    off = detect(model, image, AttentionSwitches(scale=False))
+    constants = load_or_calibrate(model, app_checkpoint, None)  # saved beside the model
+    off = detect(model, image, AttentionSwitches(scale=False, constants=constants))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Boxes (all on)"] == str(int((ref.scores >= 0.05).sum()))
     assert metrics["Boxes (chosen)"] == str(int((off.scores >= 0.05).sum()))
+    # the fixed-1 variant: every weight 1
+    at.radio(key="sw_scale_off").set_value("fixed-1").run()
+    _ok(at)
+    assert any("scale off (fixed-1) in every block" in m.value for m in at.markdown)
+    fixed = detect(model, image, AttentionSwitches(scale=False, scale_off="fixed-1"))
+    assert {m.label: m.value for m in at.metric}["Boxes (chosen)"] == str(int((fixed.scores >= 0.05).sum()))
+    at.radio(key="sw_scale_off").set_value("calibrated").run()
     # Per-block: task off in block 1 only.
     at.toggle(key="sw_scale").set_value(True).run()
     at.checkbox(key="sw_b0_task").uncheck().run()
     _ok(at)
-    assert any("task off in block 1" in m.value for m in at.markdown)
+    assert any("task off (relu) in block 1" in m.value for m in at.markdown)
 
 
 @pytest.mark.parametrize("name,data,message", [
@@ -239,6 +249,8 @@ def test_ablation_table_is_labelled_and_cached(app_env):
     assert any("not retrained ablations" in i.value for i in at.info)
     full = df[(df.L == "\u2713") & (df.S == "\u2713") & (df.C == "\u2713")]
     assert full["delta_AP"].fillna(0).abs().max() == 0
+    assert set(df.scale_off) == {"", "calibrated"} and set(df.task_off) == {"", "relu"}
+    assert any("scale off = calibrated, task off = relu" in c.value for c in at.caption)
     at = _app()
     at.switch_page("views/attention_switches.py").run()
     at.number_input(key="ab_n").set_value(2).run()

@@ -26,6 +26,7 @@ def test_probe_of_a_selected_detection(app_env, app_checkpoint):
     from app.sidebar import sample_images
     from dyhead.config import AttentionSwitches
     from dyhead.detector import feature_sizes
+    from dyhead.knockout import load_or_calibrate
     from dyhead.preprocess import load_image
     from dyhead.trace import TraceSpec
 
@@ -60,7 +61,9 @@ def test_probe_of_a_selected_detection(app_env, app_checkpoint):
     assert last["a1_mean"] == pytest.approx(float(lt.dyrelu.a1[0].mean()), abs=1e-4)
     # knock-outs: the first global one (scale off everywhere) matched directly
     s = global_settings()[1]
-    other = model.infer([image], switches=AttentionSwitches(scale=s.scale, spatial=s.spatial, task=s.task)).detections[0]
+    constants = load_or_calibrate(model, app_checkpoint, None)  # the calibrated scale knock-out's constants
+    other = model.infer([image], switches=AttentionSwitches(scale=s.scale, spatial=s.spatial, task=s.task,
+                                                            constants=constants)).detections[0]
     eff = knockout_effect(dets.boxes[0].numpy(), int(dets.labels[0]), float(dets.scores[0]), other.boxes.numpy(),
                           other.scores.numpy(), other.labels.numpy())
     assert len(ko) == 7 and ko.iloc[0]["status"] == eff["status"]

@@ -1,0 +1,53 @@
+"""Attention on/off: the knock-out variants are named, a model without constants says how to get them,
+and retrained results appear beside the knock-outs when a retrain CSV exists."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.retrain import RETRAIN_COLUMNS, RETRAIN_NOTE
+from analysis.tables import write_table
+from tests.app.test_apptest import _app, _ok
+
+
+def test_retrained_results_beside_the_knockouts(app_env, tmp_path, monkeypatch):
+    at = _app()
+    at.switch_page("views/attention_switches.py").run()
+    _ok(at)
+    assert any("No retrained results yet" in c.value for c in at.caption)
+    rows = [("baseline/seed0", "table1", "baseline", 0, 0, False, False, False, 30.0, 50, 30, 20, 40, 50, 1000, 1.0, 10, 5.0),
+            ("baseline/seed1", "table1", "baseline", 1, 0, False, False, False, 32.0, 50, 30, 20, 40, 50, 1000, 1.0, 10, 5.0),
+            ("LSC/seed0", "table1", "L+S+C", 0, 6, True, True, True, 40.0, 60, 40, 30, 50, 60, 2000, 2.0, 10, 9.0)]
+    write_table(pd.DataFrame(rows, columns=RETRAIN_COLUMNS), tmp_path / "retrain_table1.csv", [RETRAIN_NOTE])
+    monkeypatch.setenv("DYHEAD_APP_RETRAIN", str(tmp_path))
+    at = _app()
+    at.switch_page("views/attention_switches.py").run()
+    _ok(at)
+    table = at.tabs[1].dataframe[-1].value
+    assert list(table.row) == ["baseline", "L+S+C"] and list(table.seeds) == [2, 1]
+    assert table.AP_mean.iloc[0] == 31.0 and table.paper_AP.iloc[1] == 42.6
+    assert any("trains a separate model *without* the attention" in m.value for m in at.markdown)
+
+
+def test_a_model_without_constants_offers_calibration(app_env, app_data, tmp_path, monkeypatch):
+    import shutil
+
+    from dyhead.knockout import constants_path
+
+    model = tmp_path / "copy.pt"
+    shutil.copy(app_env["DYHEAD_APP_CHECKPOINT"], model)
+    monkeypatch.setenv("DYHEAD_APP_CHECKPOINT", str(model))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no user-cache copy either
+    at = _app()
+    at.switch_page("views/attention_switches.py").run()
+    _ok(at)
+    at.toggle(key="sw_scale").set_value(False).run()
+    assert any("no calibrated knock-out constants" in w.value for w in at.warning)
+    at.radio(key="sw_scale_off").set_value("fixed-1").run()
+    _ok(at)
+    assert any("scale off (fixed-1) in every block" in m.value for m in at.markdown)
+    at.radio(key="sw_scale_off").set_value("calibrated").run()
+    at.button(key="sw_calibrate").click().run()
+    _ok(at)
+    assert constants_path(model).is_file()
+    assert any("Calibrated constants: dataset means over 4 images" in c.value for c in at.caption)
