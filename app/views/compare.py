@@ -94,7 +94,7 @@ root, records = dataset_or_stop(ctx)
 n = int(st.number_input(f"Images (first N of {len(records)})", 1, len(records), min(20, len(records)), key="cmp_n"))
 token = (ctx.ref.key, ref_b.key, key_b, str(root), ctx.split, n)
 if st.button("Compute the AP of both", key="cmp_ap_run"):
-    sw_b = compute.switches_from_key(key_b)
+    sw_b = compute.switches_from_key(key_b, constants=compute.knockout_constants(ref_b, model_b))
     a = Side(ctx.model, label_a, None, ctx.ref.coarser)
     b = Side(model_b, label_b, sw_b, ref_b.coarser)
     with st.spinner(f"Two passes over {n} images ..."):
