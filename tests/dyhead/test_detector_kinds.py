@@ -105,7 +105,7 @@ def test_switches_traces_and_coarser_modes_per_call(kind):
     first = model.config.first_level
     assert first == (2 if kind == "faster_rcnn" else 3)
     assert full.head_outputs.features[0].shape[-1] == -(-full.input_size[1] // 2 ** first)
-    off = model.infer([image], switches=AttentionSwitches.all_off())
+    off = model.infer([image], switches=AttentionSwitches.all_off(scale_off="fixed-1"))
     crop = model.infer([image], coarser_branch=CoarserBranchMode.CROP)
     again = model.infer([image])
     assert torch.equal(again.detections[0].boxes, full.detections[0].boxes)  # nothing stored on the module
