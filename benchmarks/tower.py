@@ -1,6 +1,7 @@
 """DyHead tower inference: our `DyHeadTower` vs the straightforward reference and vs the dense-conv floor.
 
     python -m benchmarks.tower [--device cpu|cuda] [--repeats 3] [--threads N] [--full] [--bf16]
+                               [--only official|demo]
 
 Shapes: the official model (6 blocks, 256 channels, P3-P7 of 800x1333 padded to a multiple of 32,
 i.e. 800x1344) at batch 1 (and 4 with --full), and the demo model (6 blocks, 64 channels, 320x320) at
@@ -103,6 +104,7 @@ def main(argv=None) -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="also the batch-4 official case")
     parser.add_argument("--bf16", action="store_true", help="also ours in bfloat16 (whole tower)")
+    parser.add_argument("--only", choices=("official", "demo"), help="run only these cases")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     default_threads = torch.get_num_threads()
@@ -115,12 +117,14 @@ def main(argv=None) -> None:
     for threads in thread_counts:
         torch.set_num_threads(threads)
         for name, blocks, channels, image, batch, full_only in CASES:
-            if full_only and not args.full:
+            if (full_only and not args.full) or (args.only and not name.startswith(args.only)):
                 continue
             sizes = pyramid_sizes(*image)
             shape = f"{name} b{batch} C{channels} P3 {sizes[0][0]}x{sizes[0][1]}"
-            summary.append([shape, threads, *_run_case(args, device, blocks, channels, sizes, batch, rows, shape, threads)])
-            print(f"done: {shape}, {threads} thread(s)", flush=True)
+            ratios = _run_case(args, device, blocks, channels, sizes, batch, rows, shape, threads)
+            summary.append([shape, threads, *ratios])
+            print(f"done: {shape}, {threads} thread(s): ours/floor {ratios[0]:.3f}, "
+                  f"ours/reference {ratios[1]:.3f}, max |diff| {ratios[2]:.2g}", flush=True)
 
     print_table(
         "DyHead tower inference (median of timed runs; reference, ours and floor interleaved)",
