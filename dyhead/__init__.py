@@ -3,7 +3,10 @@ implementation computes it, with attention switches and traces passed per call.
 
     from dyhead import DyHeadTower, DyHeadConfig, AttentionSwitches
     tower = DyHeadTower(DyHeadConfig(num_blocks=6, channels=256, num_levels=5))
-    outputs, trace = tower(features, switches=AttentionSwitches(scale=False), return_trace=True)
+    outputs, trace = tower(features, switches=AttentionSwitches(task=False), return_trace=True)  # plain ReLU
+
+    # scale off = the calibrated dataset-mean weights (dyhead.knockout), or scale_off="fixed-1"
+    outputs = tower(features, switches=AttentionSwitches(scale=False, constants=load_or_calibrate(...)))
 
     from dyhead import load_detector, load_image
     model, info = load_detector("checkpoints/demo_dyhead.pt")
