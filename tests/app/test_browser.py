@@ -170,3 +170,55 @@ def test_every_page_in_chromium(server):
             browser.close()
     for _, name, _, _ in PAGES:
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
+
+
+def _tiny_checkpoint(kind: str, folder: Path) -> Path:
+    """A tiny model of one detector kind in this project's format (random weights)."""
+    import torch
+
+    from dyhead.backbone import BackboneConfig
+    from dyhead.detector import build_detector, kind_settings
+    from dyhead.weights import save_checkpoint
+
+    from .conftest import tiny_detector_config
+
+    cfg = tiny_detector_config(num_blocks=2)
+    if kind == "swin_atss":
+        cfg = cfg.replace(backbone=BackboneConfig(kind="swin", swin_embed_dim=24))
+    else:
+        cfg = cfg.replace(**kind_settings(kind), box_fc_dim=16)
+    torch.manual_seed(0)
+    return save_checkpoint(folder / f"tiny_{kind}.pt", build_detector(cfg).eval())
+
+
+def test_each_detector_kind_in_chromium(server, tmp_path):
+    """A tiny model of each released detector kind, entered in the sidebar, renders Detect, Inside
+    the head and a switch toggle on Attention on/off in the browser without an error element."""
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+                                    args=CHROMIUM_ARGS, headless=True)
+        try:
+            for kind in ("retinanet", "faster_rcnn", "swin_atss"):
+                path = _tiny_checkpoint(kind, tmp_path)
+                page = browser.new_page(viewport={"width": 1440, "height": 1600})  # a new session
+                page.goto(server, wait_until="domcontentloaded")
+                _settle(page, "Detect")
+                field = page.get_by_role("textbox", name="Checkpoint file")
+                field.fill(str(path))
+                field.press("Enter")
+                _settle(page, "Detect")
+                assert page.locator('[data-testid="stSidebar"]').get_by_text("blocks × 16 ch").count() >= 1, kind
+                for title in ("Inside the head", "Attention on/off"):
+                    page.locator('[data-testid="stSidebarNav"]').get_by_text(title).click()
+                    _settle(page, title)
+                page.get_by_text("Spatial-aware (S)").click()
+                _settle(page, "Attention on/off")
+                assert page.locator('[data-testid="stException"]').count() == 0, kind
+                assert page.get_by_text("This page stopped").count() == 0, kind
+                assert page.locator('[data-testid="stAlert"]').filter(has_text="Could not load").count() == 0, kind
+                page.close()
+        finally:
+            browser.close()
