@@ -248,6 +248,17 @@ def main(argv=None) -> None:
     if args.before:
         trees.insert(0, (f"before ({args.before})", worktree(args.before)))
     rows = []
+    try:
+        _measure_trees(trees, rows, ckpt, image_path, args)
+    finally:
+        for label, tree in trees:
+            if tree != REPO:
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _print_table(rows)
+
+
+def _measure_trees(trees, rows, ckpt, image_path, args) -> None:
     for label, tree in trees:
         # the unit again right before and after each server run: on a shared machine the load moves,
         # and each tree's ratios use the mean of the predictions around its own run
@@ -263,6 +274,9 @@ def main(argv=None) -> None:
               f"({r['inside_first_cpu_s'] / uc:.2f}x in CPU time); switch toggle {r['toggle_s']:.1f} s = "
               f"{r['toggle_s'] / u:.2f}x ({r['toggle_cpu_s'] / uc:.2f}x in CPU time); server peak RSS "
               f"{r['peak_rss_mb'] / 1024:.2f} GB; exceptions: {r['errors']}")
+
+
+def _print_table(rows) -> None:
     print()
     print("Ratios to one plain predict of the same image, in wall time (machine load moves it) and in CPU "
           "seconds of the server process (1 thread: its own work, robust to load).")
