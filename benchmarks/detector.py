@@ -3,7 +3,7 @@
     python -m benchmarks.detector [--device cpu|cuda] [--repeats 2] [--preset atss_r50_dyhead6]
 
 The reference build is the same model with `modulated_deform_conv2d` forced to torchvision's kernel
-(`DYHEAD_DEFORM_IMPL=torchvision`); "ours" uses the default choice ("auto": the fast op on CPU,
+(`dyhead.ops.set_default_impl("torchvision")` for its calls); "ours" uses the default choice ("auto": the fast op on CPU,
 torchvision's kernel on CUDA). Weights are the random initialisation (seeded); the input is one
 random image resized and padded the way the model's own preprocessing does. Times the network
 forward (backbone, FPN, tower, head) under `torch.inference_mode()`; on CUDA also under float16
