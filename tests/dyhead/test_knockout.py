@@ -121,3 +121,19 @@ def test_calibrate_on_a_split_saves_and_reuses(tmp_path):
     assert direct.images == 2
     with pytest.raises(FileNotFoundError, match="give a dataset"):
         load_or_calibrate(model, tmp_path / "data" / "annotations" / "instances_train.json", None)
+
+
+def test_evaluate_command_names_and_calibrates_its_variant(tmp_path, capsys):
+    from dyhead.checkpoint import save_checkpoint
+    from dyhead.evaluate import main
+
+    root = tmp_path / "data"
+    generate_split(root, "val", 2, seed=2, spec=DemoSpec(size=192))
+    checkpoint = save_checkpoint(tmp_path / "tiny.pt", tiny_detector())
+    base = ["--checkpoint", str(checkpoint), "--data", str(root), "--batch-size", "1", "--no-progress"]
+    fixed = main([*base, "--attention-off", "scale", "--scale-off", "fixed-1"])
+    assert fixed["knockout"] == "scale off (fixed-1)" and not constants_path(checkpoint).exists()
+    calibrated = main([*base, "--attention-off", "scale,task", "--task-off", "static", "--calibration-split", "val"])
+    assert calibrated["knockout"] == "scale off (calibrated), task off (static)"
+    assert constants_path(checkpoint).is_file()  # computed once on val of --data, saved beside the checkpoint
+    assert "scale off (calibrated), task off (static)" in capsys.readouterr().out
