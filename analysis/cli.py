@@ -403,7 +403,7 @@ def cmd_compare(args, report: _Report) -> None:
     label_a = f"A: {Path(args.checkpoint).name if args.checkpoint else 'demo model'}" + \
         (f", coarser {args.coarser}" if args.coarser else "")
     label_b = f"B: {Path(args.checkpoint_b).name if args.checkpoint_b else 'same model'}" + \
-        (f", coarser {coarser_b}" if coarser_b else "") + (f", {', '.join(sorted(off))} off" if off else "")
+        (f", coarser {coarser_b}" if coarser_b else "") + (f", {switches_b.description}" if off else "")
     a = Side(model_a, label_a, None, args.coarser)
     b = Side(model_b, label_b, switches_b, coarser_b)
     print(f"{label_a}\n{label_b}")
