@@ -119,6 +119,14 @@ def test_calibrate_on_a_split_saves_and_reuses(tmp_path):
     # the means over the split equal the means of the traces of each image
     direct = calibrate(model, root, "train", progress=False, max_images=2)
     assert direct.images == 2
+    from dyhead.preprocess import load_image
+
+    files = sorted((root / "train").iterdir())[:2]  # image ids follow the file order in the demo data
+    traces = [model.infer([load_image(f)], trace=SPEC, detections=False).trace for f in files]
+    weights = torch.cat([torch.cat(list(t.blocks[1].levels[2].scale_weights.values())) for t in traces])
+    level_mean = direct.scale_weights(1, 2, (2, 1, 3), per_source=False, like=weights)[2]
+    torch.testing.assert_close(level_mean, weights.mean())
+    torch.testing.assert_close(direct.a2[0, 1], torch.cat([t.blocks[0].levels[1].dyrelu.a2 for t in traces]).mean(0))
     with pytest.raises(FileNotFoundError, match="give a dataset"):
         load_or_calibrate(model, tmp_path / "data" / "annotations" / "instances_train.json", None)
 
