@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -160,15 +161,12 @@ class DyHeadBlock(nn.Module):
             if use_scale:
                 logits = {src: self.scale_attention.logits(b) for src, b in branches.items()}
                 weights = {src: hard_sigmoid(v) for src, v in logits.items()}
-                weighted = [b * weights[src][:, None, None, None] for src, b in branches.items()]
             elif scale_constants:  # the dataset-mean weights, the same for every image
                 fixed = constants.scale_weights(index, level, branches, like=x,
                                                 per_source=switches.scale_off == "calibrated-per-source")
                 weights = {src: v.expand(x.shape[0]) for src, v in fixed.items()}  # [N] each, for the trace
-                weighted = [b * weights[src][:, None, None, None] for src, b in branches.items()]
-            else:
-                weighted = list(branches.values())  # every weight 1: a plain mean
-            mean = sum(weighted[1:], weighted[0]) / len(weighted)  # [N, C, H_l, W_l]
+            # (no weights: scale attention off at 1, every weight 1: a plain mean)
+            mean = _weighted_mean(branches, weights)  # [N, C, H_l, W_l]
 
             if use_task:
                 coeffs = self.task_attention.coefficients(mean)
@@ -225,6 +223,22 @@ def _level_trace(spec: TraceSpec, block: int, level: int, x, offset, mask, branc
     if spec.wants("outputs", block):
         t.output = spec.keep_map(out, level)
     return t
+
+
+def _weighted_mean(branches: dict[int, Tensor], weights: dict[int, Tensor]) -> Tensor:
+    """(sum over sources of weight * branch) / number of branches; weights [N] per source, or none
+    (every weight 1). The same operations in the same order with or without autograd; without it the
+    sum accumulates into the first product in place instead of allocating a map per step (at full
+    size each fresh map costs about as much as the arithmetic)."""
+    terms = [(b, weights[src][:, None, None, None] if weights else None) for src, b in branches.items()]
+    if torch.is_grad_enabled():
+        weighted = [b * w if w is not None else b for b, w in terms]
+        return sum(weighted[1:], weighted[0]) / len(weighted)
+    b, w = terms[0]
+    total = b * w if w is not None else b.clone()
+    for b, w in terms[1:]:
+        total.add_(b * w if w is not None else b)
+    return total.div_(len(terms))
 
 
 def _check_ceil_halving(finer: Tensor, x: Tensor, level: int) -> None:
