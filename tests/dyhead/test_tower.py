@@ -207,3 +207,20 @@ def test_key_map_covers_the_tower_exactly():
     tower = DyHeadTower(DyHeadConfig(num_blocks=6, channels=32))
     assert set(tower.state_dict()) == set(official_tower_key_map(6))
     assert official_tower_key_map(1)["blocks.0.from_finer.norm.weight"] == "0.DyConv.2.bn.weight"
+
+
+def test_inference_path_is_bit_identical_to_the_autograd_path():
+    """Without autograd the block writes its weighted mean and DyReLU in place; the numbers must not
+    change (same operations, same order)."""
+    torch.manual_seed(0)
+    tower = DyHeadTower(DyHeadConfig(num_blocks=2, channels=32)).eval()
+    with torch.no_grad():
+        for name, p in tower.named_parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.1)  # offsets and weights far from the zero init
+    feats = [torch.randn(1, 32, h, w) for h, w in [(24, 32), (12, 16), (6, 8), (3, 4), (2, 2)]]
+    with torch.inference_mode():
+        fast = tower(feats)
+    slow = tower([f.clone().requires_grad_(True) for f in feats])
+    for a, b in zip(fast, slow):
+        assert torch.equal(a, b.detach())
