@@ -9,6 +9,7 @@ Skipped when Chromium or playwright is missing, except under CI=true, where that
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -160,7 +161,7 @@ def test_every_page_in_chromium(server):
                 if name == "attention_switches":
                     page.get_by_text("Spatial-aware (S)").click()
                     _settle(page, title)
-                    assert page.get_by_text("spatial off in every block").count() >= 1
+                    assert page.get_by_text(re.compile(r"spatial off( \(.*?\))? in every block")).count() >= 1
                 exceptions = page.locator('[data-testid="stException"]')
                 assert exceptions.count() == 0, f"{name}: {exceptions.first.inner_text()[:1500]}"
                 assert page.get_by_text("This page stopped").count() == 0, name
