@@ -19,6 +19,7 @@ Paper numbers: Dai et al., CVPR 2021, Tables 1 and 2 (ResNet-50, COCO val2017, 1
 
 from __future__ import annotations
 
+import textwrap
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -241,8 +242,8 @@ def plot_table1(df: pd.DataFrame):
     ax.set_ylabel("AP (%)")
     ax.set_title("Table 1 retrained: attentions built in (L scale, S spatial, C task)", fontsize=9)
     ax.legend(fontsize=7)
-    fig.text(0.01, 0.005, f"dots: each seed. {RETRAIN_NOTE}.", fontsize=6, va="bottom")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.text(0.01, 0.005, textwrap.fill(f"dots: each seed. {RETRAIN_NOTE}.", 150), fontsize=6, va="bottom")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
@@ -262,7 +263,8 @@ def plot_table2(df: pd.DataFrame):
     ax.set_ylabel("AP (%), retrained here")
     ax2.set_ylabel("AP (%), paper")
     ax.set_title("Table 2 retrained: AP vs number of blocks", fontsize=9)
-    fig.legend(fontsize=7, loc="lower right")
-    fig.text(0.01, 0.005, RETRAIN_NOTE + ".", fontsize=6, va="bottom")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower right")
+    fig.text(0.01, 0.005, textwrap.fill(RETRAIN_NOTE + ".", 120), fontsize=6, va="bottom")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
