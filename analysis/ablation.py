@@ -417,7 +417,9 @@ def plot_ablation(df: pd.DataFrame):
 
     t1 = _table1_order(df[df.kind == "all blocks"])
     ko = df[df.kind == "one block"]
-    fig, axes = plt.subplots(1, 2 if len(ko) else 1, figsize=(11 if len(ko) else 6, 3.8), squeeze=False)
+    width = max(6.0, 0.4 * len(t1))  # room for the variant labels when every variant is drawn
+    fig, axes = plt.subplots(1, 2 if len(ko) else 1, figsize=(width + (5 if len(ko) else 0), 3.8 if len(t1) <= 8 else 5.5),
+                             squeeze=False)
     ax = axes[0, 0]
     labels = [_row_label(r) for r in t1.itertuples()]
     ax.bar(range(len(t1)), t1["AP"], color="#4c72b0")
