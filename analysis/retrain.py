@@ -42,6 +42,7 @@ __all__ = [
     "run_grid",
     "read_retrain_csv",
     "retrain_summary",
+    "beside_knockouts",
     "plot_table1",
     "plot_table2",
 ]
@@ -221,6 +222,31 @@ def retrain_summary(df: pd.DataFrame) -> pd.DataFrame:
     out["paper_AP"] = [PAPER_TABLE1.get(r.row, (float("nan"),))[0] if r.grid == "table1"
                        else PAPER_TABLE2_AP.get(int(r.blocks), (float("nan"),))[0] for r in out.itertuples()]
     return out
+
+
+def beside_knockouts(retrained: pd.DataFrame, knockouts: pd.DataFrame) -> pd.DataFrame:
+    """Table 1's rows with, side by side, the retrained mean AP (and spread), the knock-out AP of the
+    same attentions switched off in one trained model (`analysis.ablation` global rows, one column
+    per variant found) and the paper's AP. The baseline row is set against the all-off knock-out,
+    which is not the same network (the retrained baseline has the ATSS conv towers, no DyHead)."""
+    check = "\u2713"
+    s = retrain_summary(retrained[retrained.grid == "table1"]).set_index("row")
+    ko = knockouts[knockouts.kind == "all blocks"]
+    rows = []
+    for r in TABLE1_ROWS:
+        flags = tuple(check if v else "\u2717" for v in (r.scale, r.spatial, r.task))
+        match = ko[(ko.L == flags[0]) & (ko.S == flags[1]) & (ko.C == flags[2])]
+        row = {"row": r.name, "L S C": " ".join(flags)}
+        if r.name in s.index:
+            row.update(retrained_AP=s.loc[r.name, "AP_mean"], retrained_std=s.loc[r.name, "AP_std"],
+                       seeds=int(s.loc[r.name, "seeds"]))
+        for m in match.itertuples():
+            variant = ", ".join(v for v in (f"L {m.scale_off}" if m.scale_off else "",
+                                            f"C {m.task_off}" if m.task_off else "") if v)
+            row[f"knockout_AP ({variant})" if variant else "knockout_AP"] = m.AP
+        row["paper_AP"] = PAPER_TABLE1[r.name][0]
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def plot_table1(df: pd.DataFrame):

@@ -205,6 +205,13 @@ with tab_table:
                     "that model relies on it (with the calibrated and static variants, its input-dependent "
                     "part). A retrained row trains a separate model *without* the attention: it measures what "
                     "the detector reaches without it, which is what the paper's Table 1 reports.")
+        if df is not None and (retrained.grid == "table1").any():
+            from analysis.retrain import beside_knockouts
+
+            st.markdown("Table 1, side by side: retrained (mean over seeds), knocked out at inference (this "
+                        "table's variants), the paper's. The baseline is retrained as the ATSS head with its own "
+                        "conv towers; its knock-out column is the DyHead with every attention off, another network.")
+            st.dataframe(beside_knockouts(retrained, df).round(2), hide_index=True, key="rt_beside")
         summary = retrain_summary(retrained)
         st.dataframe(summary.round(2), hide_index=True, key="rt_table")
         csv_download(summary, "retrained_tables", key="rt_csv", notes=retrained.attrs.get("notes") or [])

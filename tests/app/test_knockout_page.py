@@ -27,6 +27,14 @@ def test_retrained_results_beside_the_knockouts(app_env, tmp_path, monkeypatch):
     assert list(table.row) == ["baseline", "L+S+C"] and list(table.seeds) == [2, 1]
     assert table.AP_mean.iloc[0] == 31.0 and table.paper_AP.iloc[1] == 42.6
     assert any("trains a separate model *without* the attention" in m.value for m in at.markdown)
+    # with a knock-out table computed, Table 1's rows side by side
+    at.number_input(key="ab_n").set_value(2).run()
+    at.button(key="ab_run").click().run()
+    _ok(at)
+    beside = at.tabs[1].dataframe[1].value
+    assert list(beside.row)[:2] == ["baseline", "L"] and beside.retrained_AP.iloc[0] == 31.0
+    assert "knockout_AP (L calibrated, C relu)" in beside.columns and beside.paper_AP.iloc[-1] == 42.6
+    assert beside.knockout_AP.iloc[-1] == at.tabs[1].dataframe[0].value.AP.iloc[0]  # all on
 
 
 def test_a_model_without_constants_offers_calibration(app_env, app_data, tmp_path, monkeypatch):
