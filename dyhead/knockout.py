@@ -50,7 +50,7 @@ def _slot(level: int, source: int) -> int:
     return {0: 0, -1: 1, 1: 2}[source - level]
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class KnockoutConstants:
     """Dataset means that stand in for switched-off attentions (see the module docstring).
     Compared and hashed by identity, so that switches holding it stay hashable."""
@@ -63,6 +63,9 @@ class KnockoutConstants:
     images: int
     #: where the means come from: checkpoint_sha256, data, split, images, batch_size, coarser_branch
     meta: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # short: it appears inside every AttentionSwitches that carries it
+        return f"KnockoutConstants({self.describe()})"
 
     @property
     def num_blocks(self) -> int:
