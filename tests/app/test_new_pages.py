@@ -41,11 +41,14 @@ def test_compare_page(app_env, app_checkpoint):
     assert list(ap.images) == [2, 2] and len(ap) == 2
 
 
-def test_internals_page(app_env, app_checkpoint, app_data):
+def test_internals_page(app_env, app_checkpoint, app_data, tmp_path, monkeypatch):
     from analysis.internals import collect_internals, internals_summary
     from analysis.sources import load_model
     from analysis.tables import read_table
 
+    # A cache of its own: the pass must be started here (the browser test may have finished it in the
+    # shared test cache, which disables the button).
+    monkeypatch.setenv("DYHEAD_APP_CACHE", str(tmp_path / "cache"))
     at = AppTest.from_file(str(APP_MAIN), default_timeout=120)
     at.run()
     at.switch_page("views/internals.py").run()
