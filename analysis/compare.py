@@ -14,7 +14,6 @@ One `DyHeadDetector.infer` pass per (model, image) gives the detections and the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np

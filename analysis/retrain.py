@@ -20,7 +20,6 @@ Paper numbers: Dai et al., CVPR 2021, Tables 1 and 2 (ResNet-50, COCO val2017, 1
 from __future__ import annotations
 
 import textwrap
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence

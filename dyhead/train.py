@@ -45,7 +45,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
 from dyhead.data.coco import Batch, CocoDetection, DatasetError

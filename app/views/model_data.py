@@ -9,7 +9,6 @@ import pandas as pd
 import streamlit as st
 
 from analysis.sources import SourceError
-from app import compute
 from app.notices import OFFICIAL_SECTION, demo_model_line, readme_section
 from app.sidebar import KIND_NAMES, context, sample_images
 

@@ -34,7 +34,7 @@ from ..retinanet import retinanet_postprocess_image
 from ..roi_heads import fast_rcnn_inference
 from ..rpn import find_top_proposals
 from ..weights.official import detector_from_official_state_dict, official_detector_kind
-from .detector import (BOX_ATOL, FEATURE_ATOL, FEATURE_RTOL, LOGIT_ATOL, SCORE_ATOL, UNCLIPPED_BOX_ATOL, Check,
+from .detector import (FEATURE_ATOL, FEATURE_RTOL, LOGIT_ATOL, SCORE_ATOL, UNCLIPPED_BOX_ATOL, Check,
                        _close, _compare_dets, _exact, _input_sizes, _max_diff, _photo_check)
 
 __all__ = ["golden_kind", "compare_retinanet", "compare_faster_rcnn", "run_kind_conformance"]

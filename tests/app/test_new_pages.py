@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from .conftest import APP_MAIN, TINY_IMAGES
+from .conftest import APP_MAIN
 
 
 def _ok(at: AppTest) -> None:

@@ -15,7 +15,7 @@ import torch
 from dyhead.backbone import BackboneConfig
 from dyhead.checkpoint import official_key_map, save_checkpoint
 from dyhead.config import DyHeadConfig
-from dyhead.detector import DetectorConfig, build_detector
+from dyhead.detector import DetectorConfig
 from dyhead.weights.errors import UnsafeCheckpointError
 from dyhead.weights.init import build_initialised, read_init_source
 from dyhead.weights.pickle_safe import load_numpy_pickle

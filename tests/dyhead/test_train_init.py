@@ -7,7 +7,6 @@ from __future__ import annotations
 import pickle
 from dataclasses import replace
 
-import pytest
 import torch
 
 from dyhead.checkpoint import load_detector
