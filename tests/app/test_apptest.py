@@ -647,15 +647,20 @@ def test_one_network_pass_per_image_switches_and_mode(app_env, network_passes):
     assert len(calls) == 4
 
 
-@pytest.mark.parametrize("kind", ["retinanet", "faster_rcnn"])
+@pytest.mark.parametrize("kind", ["retinanet", "faster_rcnn", "swin_atss"])
 def test_every_page_with_each_detector_kind(app_env, tmp_path, kind):
-    """A tiny RetinaNet or Faster R-CNN + DyHead model in this project's format opens every page;
-    the Faster R-CNN pyramid starts at P2."""
+    """A tiny RetinaNet, Faster R-CNN or Swin-T ATSS + DyHead model in this project's format opens
+    every page; the Faster R-CNN pyramid starts at P2."""
+    from dyhead.backbone import BackboneConfig
     from dyhead.checkpoint import save_checkpoint
     from dyhead.detector import build_detector, kind_settings
     from .conftest import tiny_detector_config
 
-    cfg = tiny_detector_config(num_blocks=2).replace(**kind_settings(kind), box_fc_dim=16)
+    cfg = tiny_detector_config(num_blocks=2)
+    if kind == "swin_atss":
+        cfg = cfg.replace(backbone=BackboneConfig(kind="swin", swin_embed_dim=24))
+    else:
+        cfg = cfg.replace(**kind_settings(kind), box_fc_dim=16)
     torch.manual_seed(0)
     path = save_checkpoint(tmp_path / f"tiny_{kind}.pt", build_detector(cfg).eval())
     at = _app()
