@@ -208,6 +208,12 @@ class Trainer:
 
             source = read_init_source(init)
             self.config = init_config(source, self.config)
+        kind = getattr(self.config, "kind", "atss")
+        if kind != "atss":
+            raise ValueError(
+                f"training a {kind} detector is not supported: the trainer implements the ATSS losses and "
+                f"assignment only ({init} can still be evaluated and inspected: dyhead.predict, "
+                "dyhead.evaluate, the app)")
         torch.manual_seed(seed)
         self.model: DyHeadDetector = build_detector(self.config)
         if source is not None:
@@ -515,5 +521,18 @@ def _preset_dict(preset: TrainPreset) -> dict:
     return d
 
 
+def cli(argv: Optional[list[str]] = None) -> int:
+    """The command line: `main`, with a missing or malformed dataset, an unusable --init file or an
+    unsupported setting reported as one line naming the problem (exit status 2) instead of a traceback."""
+    from dyhead.weights import CheckpointError
+
+    try:
+        main(argv)
+    except (DatasetError, CheckpointError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

@@ -107,3 +107,18 @@ def test_progress_into_a_log_is_a_line_every_five_percent(tiny_data, tmp_path, c
     assert "\r" not in err
     assert [line.split(" (")[0] for line in lines] == [f"train: {2 * i}/40 it" for i in range(1, 21)]
     assert all("loss=" in line and "lr=" in line for line in lines)
+
+
+def test_command_line_reports_bad_input_in_one_line(tiny_data, tmp_path, capsys):
+    """A missing dataset and an --init file of a kind the trainer cannot train: exit status 2 and one
+    line naming the problem, no traceback."""
+    from dyhead.detector import PRESETS, build_detector, kind_settings
+    from dyhead.train import cli
+    from dyhead.weights import save_checkpoint
+
+    assert cli(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "a"), "--max-iter", "1"]) == 2
+    assert "dataset root" in capsys.readouterr().err
+    retina = save_checkpoint(tmp_path / "retina.pt", build_detector(PRESETS["demo"].replace(**kind_settings("retinanet"))))
+    assert cli(["--data", str(tiny_data), "--out", str(tmp_path / "b"), "--max-iter", "1", "--init", str(retina)]) == 2
+    err = capsys.readouterr().err
+    assert "training a retinanet detector is not supported" in err and "Traceback" not in err
