@@ -91,6 +91,19 @@ class ResumableTable:
         self._csv = None
         self._done_file = None
 
+    @staticmethod
+    def finished_keys(path: str | Path) -> set[str]:
+        """The keys a run into `path` recorded as finished (none when it never ran); a partially
+        written last key is not counted."""
+        done = Path(path).with_name(Path(path).name + ".done")
+        if not done.exists():
+            return set()
+        text = done.read_text(encoding="utf-8")
+        lines = text.split("\n")
+        if not text.endswith("\n"):
+            lines = lines[:-1]
+        return {x for x in lines if x.strip()}
+
     @property
     def done_path(self) -> Path:
         return self.path.with_name(self.path.name + ".done")
@@ -115,15 +128,9 @@ class ResumableTable:
         return set(self.done)
 
     def _resume(self, wanted: Optional[set[str]]) -> set[str]:
-        done: set[str] = set()
-        if self.done_path.exists():
-            text = self.done_path.read_text(encoding="utf-8")
-            lines = text.split("\n")
-            if not text.endswith("\n"):
-                lines = lines[:-1]  # a partially written last key
-            done = {x for x in lines if x.strip()}
-            if wanted is not None:
-                done &= wanted
+        done = self.finished_keys(self.path)
+        if wanted is not None:
+            done &= wanted
         raw = self.path.read_bytes()
         if raw and not raw.endswith(b"\n"):
             raw = raw[: raw.rfind(b"\n") + 1]  # a partially written last line

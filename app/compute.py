@@ -19,6 +19,7 @@ between calls; the ``*_cached`` wrappers add Streamlit's caches.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from dataclasses import dataclass, field
@@ -177,17 +178,12 @@ def calibrate_constants(ref: "ModelRef", model, root: Path, split: str,
     only), saved beside the model file (or in the user cache) and used from then on."""
     from dyhead.knockout import load_or_calibrate
 
-    lock = _folder_lock("calibrate:" + ref.model_key)
-    if not lock.acquire(blocking=False):
-        raise BusyError("another session is calibrating this model right now; reload the page when it is done")
-    try:
+    with exclusive("calibrate:" + ref.model_key, "calibrating this model"):
         constants = load_or_calibrate(model, ref.path, root, split, recalibrate=True, progress=False,
                                       coarser_branch=ref.coarser, on_image=progress)
         with _constants_lock:
             _constants[ref.model_key] = constants
         return constants
-    finally:
-        lock.release()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -407,6 +403,27 @@ def _folder_lock(path: str) -> threading.Lock:
     return threading.Lock()
 
 
+@contextlib.contextmanager
+def exclusive(name: str, doing: str):
+    """Hold the lock `name` (a results file, a model) for a long computation, or raise `BusyError`
+    ("another session is <doing> right now ...") when another session holds it."""
+    lock = _folder_lock(name)
+    if not lock.acquire(blocking=False):
+        raise BusyError(f"another session is {doing} right now; reload the page when it is done")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def finished_images(csv: Path, image_ids: Sequence[int]) -> int:
+    """How many of `image_ids` a resumable pass into `csv` has finished (its ``.done`` file)."""
+    from analysis.tables import ResumableTable
+
+    finished = ResumableTable.finished_keys(csv)
+    return len(finished.intersection(str(i) for i in image_ids))
+
+
 def run_scale_ratio_pass(model, ref: ModelRef, root: Path, split: str, max_images: int,
                          progress: Optional[Callable[[int, int], None]] = None):
     """`analysis.scale_ratios.collect_scale_weights` into the folder of (ref, dataset); resumes an
@@ -415,24 +432,14 @@ def run_scale_ratio_pass(model, ref: ModelRef, root: Path, split: str, max_image
     from analysis.scale_ratios import collect_scale_weights
 
     out_csv = scale_ratio_folder(ref, root, split) / "weights.csv"
-    lock = _folder_lock(str(out_csv))
-    if not lock.acquire(blocking=False):
-        raise BusyError("another session is computing this pass right now; reload the page when it is done")
-    try:
+    with exclusive(str(out_csv), "computing this pass"):
         return collect_scale_weights(model, root, out_csv, split=split, max_images=max_images, batch_size=1,
                                      progress=progress, show_progress=False, coarser_branch=ref.coarser)
-    finally:
-        lock.release()
 
 
 def scale_ratio_progress(ref: ModelRef, root: Path, split: str, image_ids: Sequence[int]) -> int:
     """How many of `image_ids` have their weights on disk already (0 when nothing was run)."""
-    csv = scale_ratio_folder(ref, root, split) / "weights.csv"
-    done = csv.with_name(csv.name + ".done")
-    if not done.exists():
-        return 0
-    finished = {int(x) for x in done.read_text().split() if x.strip().isdigit()}
-    return len(finished.intersection(image_ids))
+    return finished_images(scale_ratio_folder(ref, root, split) / "weights.csv", image_ids)
 
 
 def load_scale_ratios(ref: ModelRef, root: Path, split: str, image_ids: Sequence[int]):
@@ -499,10 +506,7 @@ def run_ablation(model, ref: ModelRef, root: Path, split: str, max_images: int, 
     constants = knockout_constants(ref, model)
     notes = _ablation_notes(variants, constants)
     path = ablation_csv_path(ref, root, split, max_images, one_block, variants)
-    lock = _folder_lock(str(path))
-    if not lock.acquire(blocking=False):
-        raise BusyError("another session is computing this table right now; reload the page when it is done")
-    try:
+    with exclusive(str(path), "computing this table"):
         from analysis.ablation import AblationCSVError, ablation_settings, ablation_table
 
         df = _read_ablation(path, notes)
@@ -522,8 +526,6 @@ def run_ablation(model, ref: ModelRef, root: Path, split: str, max_images: int, 
             df = ablation_table(model, root, split, **kwargs)
         path.with_name(path.name + ".complete").write_text(f"{len(df)}\n")
         return df
-    finally:
-        lock.release()
 
 
 def cached_ablation(ref: ModelRef, root: Path, split: str, max_images: int, one_block: bool,

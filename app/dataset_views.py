@@ -26,10 +26,7 @@ def internals_csv(ref: compute.ModelRef, root: Path, split: str) -> Path:
 
 def internals_progress(ref, root: Path, split: str, image_ids: Sequence[int]) -> int:
     """How many of `image_ids` are on disk already."""
-    done = internals_csv(ref, root, split).with_name("internals.csv.done")
-    if not done.exists():
-        return 0
-    return len({int(x) for x in done.read_text().split() if x.strip().isdigit()}.intersection(image_ids))
+    return compute.finished_images(internals_csv(ref, root, split), image_ids)
 
 
 def run_internals_pass(model, ref, root: Path, split: str, max_images: int,
@@ -39,14 +36,9 @@ def run_internals_pass(model, ref, root: Path, split: str, max_images: int,
     from analysis.internals import collect_internals
 
     csv = internals_csv(ref, root, split)
-    lock = compute._folder_lock(str(csv))
-    if not lock.acquire(blocking=False):
-        raise compute.BusyError("another session is computing this pass right now; reload the page when it is done")
-    try:
+    with compute.exclusive(str(csv), "computing this pass"):
         return collect_internals(model, root, csv, split=split, max_images=max_images, progress=progress,
                                  show_progress=False, coarser_branch=ref.coarser)
-    finally:
-        lock.release()
 
 
 def load_internals(ref, root: Path, split: str, image_ids: Sequence[int]) -> pd.DataFrame:

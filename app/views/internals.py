@@ -8,9 +8,8 @@ import streamlit as st
 
 from analysis.internals import INTERNALS_NOTE, internals_summary, plot_internals
 from analysis.levels import LEVEL_NOTE
-from analysis.sources import SourceError
-from app import compute, dataset_views
-from app.controls import block_slider
+from app import dataset_views
+from app.controls import block_slider, dataset_pass
 from app.downloads import csv_download, figure_downloads
 from app.sidebar import dataset_or_stop, require_model
 
@@ -24,29 +23,9 @@ if ctx.num_blocks == 0:
     st.error("This model has no DyHead blocks: there is nothing inside to aggregate.")
     st.stop()
 root, records = dataset_or_stop(ctx)
-total = len(records)
-c1, c2 = st.columns([1, 2])
-n = int(c1.number_input(f"Images (first N of {total} in {ctx.data_label}, split {ctx.split})", 1, total,
-                        min(20, total), key="in_n"))
-ids = [r.image_id for r in records[:n]]
-done = dataset_views.internals_progress(ctx.ref, root, ctx.split, ids)
-status = c2.empty()
-status.caption(f"{done} of {n} images computed (kept on disk; a reloaded or interrupted page resumes here).")
-if st.button("Run the pass" if done == 0 else ("Resume the pass" if done < n else "Up to date"), type="primary",
-             disabled=done >= n, key="in_run"):
-    bar = st.progress(done / n, text=f"{done} / {n} images")
-    try:
-        dataset_views.run_internals_pass(ctx.model, ctx.ref, root, ctx.split, n,
-                                         progress=lambda f, c: bar.progress(f / max(c, 1), text=f"{f} / {c} images"))
-    except compute.BusyError as exc:
-        st.info(str(exc).capitalize())
-        st.stop()
-    except (SourceError, ValueError, OSError) as exc:
-        st.error(f"The pass stopped: {exc}")
-        st.stop()
-    bar.empty()
-    done = dataset_views.internals_progress(ctx.ref, root, ctx.split, ids)
-    status.caption(f"{done} of {n} images computed.")
+n, ids, done, _ = dataset_pass(
+    records, ctx.data_label, ctx.split, "in", lambda ids: dataset_views.internals_progress(ctx.ref, root, ctx.split, ids),
+    lambda n, progress: dataset_views.run_internals_pass(ctx.model, ctx.ref, root, ctx.split, n, progress=progress))
 if done == 0:
     st.info("Press **Run the pass** to compute the first N images (about 0.15 s per image for the demo model on a CPU).")
     st.stop()

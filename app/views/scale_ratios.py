@@ -7,9 +7,8 @@ import streamlit as st
 from analysis.levels import LEVEL_NOTE
 from analysis.scale_ratios import (RATIO_DEFINITION, plot_scale_ratios, plotly_scale_ratios, ratio_summary,
                                    saturation_note, weight_saturation)
-from analysis.sources import SourceError
 from app import compute
-from app.controls import block_slider
+from app.controls import block_slider, dataset_pass
 from app.downloads import csv_download, figure_downloads
 from app.sidebar import dataset_or_stop, require_model
 
@@ -23,38 +22,14 @@ if ctx.num_blocks == 0:
     st.stop()
 root, records = dataset_or_stop(ctx)
 
-total = len(records)
-c1, c2 = st.columns([1, 2])
-n = int(c1.number_input(f"Images (first N of {total} in {ctx.data_label}, split {ctx.split})", 1, total,
-                        min(20, total), key="sr_n"))
-ids = [r.image_id for r in records[:n]]
-done = compute.scale_ratio_progress(ctx.ref, root, ctx.split, ids)
 folder = compute.scale_ratio_folder(ctx.ref, root, ctx.split)
-c2.write("")
-status = c2.empty()
-status.caption(f"{done} of {n} images computed (kept in `{folder}`; a reloaded or interrupted page resumes here).")
-
-if st.button("Run the pass" if done == 0 else ("Resume the pass" if done < n else "Up to date"), type="primary",
-             disabled=done >= n, key="sr_run"):
-    bar = st.progress(done / n, text=f"{done} / {n} images")
-
-    def on_progress(finished: int, count: int) -> None:
-        bar.progress(finished / max(count, 1), text=f"{finished} / {count} images")
-
-    try:
-        run = compute.run_scale_ratio_pass(ctx.model, ctx.ref, root, ctx.split, n, progress=on_progress)
-    except compute.BusyError as exc:
-        st.info(str(exc).capitalize())
-        st.stop()
-    except (SourceError, ValueError, OSError) as exc:
-        st.error(f"The pass stopped: {exc}")
-        st.stop()
-    bar.empty()
-    if run.skipped:
-        st.warning(f"{len(run.skipped)} unreadable image(s) skipped: "
-                   + "; ".join(f"{f}: {r}" for f, r in run.skipped[:3]))
-    done = compute.scale_ratio_progress(ctx.ref, root, ctx.split, ids)
-    status.caption(f"{done} of {n} images computed (kept in `{folder}`).")
+n, ids, done, run = dataset_pass(
+    records, ctx.data_label, ctx.split, "sr", lambda ids: compute.scale_ratio_progress(ctx.ref, root, ctx.split, ids),
+    lambda n, progress: compute.run_scale_ratio_pass(ctx.model, ctx.ref, root, ctx.split, n, progress=progress),
+    where=str(folder))
+if run is not None and run.skipped:
+    st.warning(f"{len(run.skipped)} unreadable image(s) skipped: "
+               + "; ".join(f"{f}: {r}" for f, r in run.skipped[:3]))
 
 if done == 0:
     st.info("Press **Run the pass** to compute the scale weights of the first N images "
