@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, serve_app, settle  # noqa: E402
+
 MANIFEST = REPO.parent / "shared" / "conformance" / "official_atss_r50_dyhead_keys.json"
 
 
@@ -115,12 +112,6 @@ def unit_and_bf16(ckpt: Path, image_path: Path, repeats: int, bf16: bool = True)
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _cpu_s(pid: int) -> float:
     """CPU seconds (user + system) the process has used: with one thread this is its work, whatever
     else loads the machine."""
@@ -140,71 +131,43 @@ def serve_and_measure(tree: Path, ckpt: Path, image_path: Path, threads: int) ->
     on Attention on/off; seconds of each and the server's peak RSS."""
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
-    env = {**os.environ, "DYHEAD_APP_CHECKPOINT": str(ckpt), "DYHEAD_APP_CACHE": tempfile.mkdtemp(prefix="dyhead_fs_"),
+    env = {"DYHEAD_APP_CHECKPOINT": str(ckpt), "DYHEAD_APP_CACHE": tempfile.mkdtemp(prefix="dyhead_fs_"),
            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": str(tree)}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-                             "--server.fileWatcherType", "none", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-                            cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
     out = {}
-    try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.3)
 
-        def settle(page, appear_s: float = 3.0, timeout_s: float = 900.0) -> None:
-            """Wait for the running indicator to show up (the rerun started) and to be gone."""
-            running = page.locator('[data-testid="stStatusWidgetRunningIcon"]')
-            end = time.perf_counter() + appear_s
-            while time.perf_counter() < end and not running.count():
-                page.wait_for_timeout(20)
-            end = time.perf_counter() + timeout_s
-            while time.perf_counter() < end:
-                if not running.count() and not page.locator('[data-testid="stSkeleton"]').count():
-                    page.wait_for_timeout(300)  # a follow-up rerun may start right away
-                    if not running.count():
-                        return
-                page.wait_for_timeout(50)
-            raise TimeoutError("the page did not finish")
+    def wait(page) -> None:  # the rerun an action started, until it is done (no extra time counted)
+        settle(page, timeout_s=900, appear_s=3.0, quiet_s=0.3, after_ms=0)
 
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1440, "height": 1400})
-            start = time.perf_counter()
-            page.goto(f"{url}/inside_head")
-            page.locator("h1", has_text="Inside the head").wait_for(timeout=900_000)
-            settle(page)
-            out["open + model load + sample image_s"] = time.perf_counter() - start
-            page.get_by_text("Upload", exact=True).click()
-            settle(page)
-            start, cpu = time.perf_counter(), _cpu_s(proc.pid)
-            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(image_path))
-            settle(page)
-            page.locator('[data-testid="stImage"] img').first.wait_for(timeout=900_000)
-            out["inside_first_s"] = time.perf_counter() - start
-            out["inside_first_cpu_s"] = _cpu_s(proc.pid) - cpu
-            errors = page.locator('[data-testid="stException"]').count()
-            page.get_by_role("link", name="Attention on/off").click()
-            page.locator("h1", has_text="Attention on/off").wait_for(timeout=900_000)
-            settle(page)
-            start, cpu = time.perf_counter(), _cpu_s(proc.pid)
-            page.get_by_text("Spatial-aware (S)").click()
-            settle(page)
-            out["toggle_s"] = time.perf_counter() - start
-            out["toggle_cpu_s"] = _cpu_s(proc.pid) - cpu
-            errors += page.locator('[data-testid="stException"]').count()
-            out["errors"] = errors
-            browser.close()
+    with serve_app(env, cwd=tree, start_timeout_s=300) as (url, proc), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 1400})
+        start = time.perf_counter()
+        page.goto(f"{url}/inside_head")
+        page.locator("h1", has_text="Inside the head").wait_for(timeout=900_000)
+        wait(page)
+        out["open + model load + sample image_s"] = time.perf_counter() - start
+        page.get_by_text("Upload", exact=True).click()
+        wait(page)
+        start, cpu = time.perf_counter(), _cpu_s(proc.pid)
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(image_path))
+        wait(page)
+        page.locator('[data-testid="stImage"] img').first.wait_for(timeout=900_000)
+        out["inside_first_s"] = time.perf_counter() - start
+        out["inside_first_cpu_s"] = _cpu_s(proc.pid) - cpu
+        errors = page.locator('[data-testid="stException"]').count()
+        page.get_by_role("link", name="Attention on/off").click()
+        page.locator("h1", has_text="Attention on/off").wait_for(timeout=900_000)
+        wait(page)
+        start, cpu = time.perf_counter(), _cpu_s(proc.pid)
+        page.get_by_text("Spatial-aware (S)").click()
+        wait(page)
+        out["toggle_s"] = time.perf_counter() - start
+        out["toggle_cpu_s"] = _cpu_s(proc.pid) - cpu
+        errors += page.locator('[data-testid="stException"]').count()
+        out["errors"] = errors
+        browser.close()
         out["peak_rss_mb"] = _peak_rss_mb(proc.pid)
-        return out
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    return out
 
 
 def worktree(rev: str) -> Path:

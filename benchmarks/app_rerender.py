@@ -67,28 +67,11 @@ def script_timings(repeats: int) -> dict[str, float]:
 
 
 def browser_timings(env: dict, repeats: int) -> dict[str, float]:
-    import socket
-    import subprocess
-    import urllib.request
-
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-                             "--server.fileWatcherType", "none", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-                            cwd=REPO, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.3)
+    from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, serve_app
 
+    with serve_app(env) as (url, _):
         def last_image(page) -> str:
             imgs = page.locator('[data-testid="stImage"] img')
             return imgs.nth(imgs.count() - 1).get_attribute("src") if imgs.count() else ""
@@ -106,10 +89,7 @@ def browser_timings(env: dict, repeats: int) -> dict[str, float]:
 
         out = {}
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                        args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                                              "--no-first-run", "--disable-background-networking",
-                                              "--disable-component-update", "--disable-sync"])
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1440, "height": 1400})
             page.goto(f"{url}/attention_switches")
             page.locator("h1", has_text="Attention on/off").wait_for(timeout=120_000)
@@ -144,9 +124,6 @@ def browser_timings(env: dict, repeats: int) -> dict[str, float]:
             out["browser: opacity change (Inside the head)"] = statistics.median(times)
             browser.close()
         return out
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def main() -> None:

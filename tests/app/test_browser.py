@@ -11,22 +11,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, serve_app, settle
 
 REPO = Path(__file__).resolve().parents[2]
 #: Test runs leave the tracked docs screenshots alone unless asked to refresh them.
 SCREENSHOTS = (REPO / "docs" / "screenshots" if os.environ.get("DYHEAD_UPDATE_SCREENSHOTS") == "1"
                else REPO / "tests" / "_artifacts" / "screenshots")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 #: (url path, screenshot name, page title, window height for the screenshot: Streamlit scrolls inside
 #: the page, so a full-page screenshot only holds what fits in the window)
@@ -58,64 +53,17 @@ def _require_browser():
         pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def server(app_env):
-    port = _free_port()
-    env = {**os.environ, **app_env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     log = REPO / ".cache" / "app_browser_test_server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-             "--server.fileWatcherType", "none", "--server.port", str(port), "--server.address", "127.0.0.1",
-             "--browser.gatherUsageStats", "false"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                        if r.read().strip() == b"ok":
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"streamlit server did not start; see {log}:\n{log.read_text()[-2000:]}")
-                time.sleep(0.3)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with serve_app({**app_env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}, log=log) as (url, _):
+        yield url
 
 
 def _settle(page, title: str, timeout_s: float = 60.0) -> None:
     """Wait for the page's title, then until Streamlit's running indicator has been gone for a while."""
-    page.locator("h1", has_text=title).first.wait_for(timeout=timeout_s * 1000)
-    deadline = time.monotonic() + timeout_s
-    quiet_since = None
-    while time.monotonic() < deadline:
-        running = page.locator('[data-testid="stStatusWidgetRunningIcon"]').count()
-        now = time.monotonic()
-        if running:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = now
-        elif now - quiet_since > 1.2:
-            break
-        time.sleep(0.15)
-    else:
-        raise AssertionError(f"page {title!r} still running after {timeout_s} s")
-    page.wait_for_timeout(600)  # plotly draws after the script run ends
+    settle(page, title, timeout_s=timeout_s)
 
 
 def test_every_page_in_chromium(server):
