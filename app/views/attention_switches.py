@@ -135,7 +135,8 @@ def _image_tab(image) -> None:
     reduced = reduce_stages(pair, reduction, "per_level", which=rows)
     show_feature_grid(pair, reduced, rows, opacity)
     st.caption("Colour scale shared across the two rows, one range per level, so brightness compares between "
-               "them (both rows are the same stage, so their magnitudes are alike).")
+               "them: both rows are the same stage, and a knock-out that changes the magnitude (e.g. scale off at "
+               "fixed-1) shows as a brighter or darker row, not only as a different pattern.")
     c1, c2 = st.columns([1, 3])
     with c1:
         figure_downloads(lambda: plot_feature_grid(pair, reduction, "per_level", rows=rows, opacity=opacity),
