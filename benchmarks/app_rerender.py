@@ -72,16 +72,23 @@ def browser_timings(env: dict, repeats: int) -> dict[str, float]:
     from benchmarks.browser import CHROMIUM, CHROMIUM_ARGS, serve_app
 
     with serve_app(env) as (url, _):
-        def last_image(page) -> str:
+        def watched_image(page) -> str:
+            """On Attention on/off the last image (the chosen setting's coarsest map); on Inside the
+            head the first one (the first feature map: later images belong to other sections)."""
             imgs = page.locator('[data-testid="stImage"] img')
-            return imgs.nth(imgs.count() - 1).get_attribute("src") if imgs.count() else ""
+            if not imgs.count():
+                return ""
+            return imgs.nth(0 if "inside_head" in page.url else imgs.count() - 1).get_attribute("src")
 
-        def settle(page, before: str = None):
+        def settle(page, before: str = None, timeout_s: float = 120.0):
             """Until the last feature-map image differs from `before` (when given) and the running
             indicator is gone."""
+            deadline = time.perf_counter() + timeout_s
             while True:
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"{page.url}: the page did not change within {timeout_s:.0f} s")
                 page.wait_for_timeout(20)
-                if before is not None and last_image(page) == before:
+                if before is not None and watched_image(page) == before:
                     continue
                 if page.locator('[data-testid="stStatusWidgetRunningIcon"]').count():
                     continue
@@ -99,7 +106,7 @@ def browser_timings(env: dict, repeats: int) -> dict[str, float]:
             settle(page)
             times = []
             for i in range(repeats + 1):
-                before = last_image(page)
+                before = watched_image(page)
                 start = time.perf_counter()
                 page.get_by_text("Spatial-aware (S)").click()
                 settle(page, before)
@@ -116,7 +123,7 @@ def browser_timings(env: dict, repeats: int) -> dict[str, float]:
             times = []
             for i in range(repeats):
                 slider.focus()
-                before = last_image(page)
+                before = watched_image(page)
                 start = time.perf_counter()
                 page.keyboard.press("ArrowLeft" if i % 2 == 0 else "ArrowRight")
                 settle(page, before)
