@@ -9,12 +9,19 @@ the levels the other way round: its "level 5" is the highest resolution (P3) and
 
 from __future__ import annotations
 
-__all__ = ["level_name", "level_stride", "level_label", "paper_level", "first_level_of", "LEVEL_NOTE"]
+__all__ = ["level_name", "level_stride", "level_label", "paper_level", "first_level_of", "level_note", "LEVEL_NOTE"]
 
-LEVEL_NOTE = (
-    "levels P3..P7 = strides 8..128 (index 0 = P3, finest); the paper numbers them the other way: "
-    "its 'level 5' is P3 (highest resolution) and 'level 1' is P7"
-)
+
+def level_note(first_level: int = 3, num_levels: int = 5) -> str:
+    """What the level names mean, for captions and CSV notes: 'levels P3..P7 = strides 8..128 ...'."""
+    first, last = f"P{first_level}", f"P{first_level + num_levels - 1}"
+    return (f"levels {first}..{last} = strides {2 ** first_level}..{2 ** (first_level + num_levels - 1)} "
+            f"(index 0 = {first}, finest); the paper numbers them the other way: its 'level {num_levels}' is "
+            f"{first} (highest resolution) and 'level 1' is {last}")
+
+
+#: The note of the P3..P7 pyramid (ATSS, RetinaNet); Faster R-CNN's P2..P6 uses `level_note(2)`.
+LEVEL_NOTE = level_note()
 
 
 def first_level_of(strides) -> int:

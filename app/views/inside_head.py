@@ -13,7 +13,7 @@ from analysis.feature_maps import (COLOR_SCALE_TEXT, COLOR_SCALES, color_scale_n
 from functools import partial
 
 from analysis import levels
-from analysis.levels import LEVEL_NOTE
+from analysis.levels import first_level_of, level_note
 from app import compute
 from app.controls import block_slider
 from app.downloads import csv_download, figure_downloads, reduced_maps_table
@@ -22,9 +22,10 @@ from app.notices import demo_model_notice, upload_notice
 from app.sidebar import require_image, require_model
 
 st.title("Inside the head")
+ctx = require_model()
+LEVEL_NOTE = level_note(first_level_of(ctx.model.config.strides), len(ctx.model.config.strides))
 st.caption("What the DyHead tower computes for the current image, block by block (the paper's Figure 4 and more). "
            + LEVEL_NOTE[0].upper() + LEVEL_NOTE[1:] + ".")
-ctx = require_model()
 demo_model_notice(ctx)
 image = require_image(ctx)
 upload_notice(ctx)

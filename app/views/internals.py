@@ -7,18 +7,19 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.internals import INTERNALS_NOTE, internals_summary, plot_internals
-from analysis.levels import LEVEL_NOTE
+from analysis.levels import first_level_of, level_note
 from app import dataset_views
 from app.controls import block_slider, dataset_pass
 from app.downloads import csv_download, figure_downloads
 from app.sidebar import dataset_or_stop, require_model
 
 st.title("Internals over a dataset")
+ctx = require_model()
+LEVEL_NOTE = level_note(first_level_of(ctx.model.config.strides), len(ctx.model.config.strides))
 st.caption("What the head's attentions do on average over a dataset, per block and level: the scale weight of each "
            "source, how far spatial attention moves its sampling points (mean |offset| in level cells), its mean "
            "mask, and the DyReLU coefficients; also at the anchors ATSS assigns to each ground-truth object, by COCO "
            "size (small < 32², medium < 96², large) and class. " + LEVEL_NOTE[0].upper() + LEVEL_NOTE[1:] + ".")
-ctx = require_model()
 if ctx.num_blocks == 0:
     st.error("This model has no DyHead blocks: there is nothing inside to aggregate.")
     st.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.levels import LEVEL_NOTE
+from analysis.levels import first_level_of, level_note
 from analysis.scale_ratios import (RATIO_DEFINITION, plot_scale_ratios, plotly_scale_ratios, ratio_summary,
                                    saturation_note, weight_saturation)
 from app import compute
@@ -13,10 +13,11 @@ from app.downloads import csv_download, figure_downloads
 from app.sidebar import dataset_or_stop, require_model
 
 st.title("Scale ratios")
+ctx = require_model()
+LEVEL_NOTE = level_note(first_level_of(ctx.model.config.strides), len(ctx.model.config.strides))
 st.caption("An analogue of the paper's Figure 3: for every level, the ratio of the learned scale weight of the "
            "higher-resolution source to that of the lower-resolution one, over a dataset. "
            + RATIO_DEFINITION[0].upper() + RATIO_DEFINITION[1:] + ". " + LEVEL_NOTE[0].upper() + LEVEL_NOTE[1:] + ".")
-ctx = require_model()
 if ctx.num_blocks == 0:
     st.error("This model has no DyHead blocks: there are no scale weights to show.")
     st.stop()

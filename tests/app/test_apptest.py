@@ -674,3 +674,5 @@ def test_every_page_with_each_detector_kind(app_env, tmp_path, kind):
         if page == "views/inside_head.py":
             first = at.selectbox(key="off_level").options[0]
             assert first.startswith("P2 (stride 4" if kind == "faster_rcnn" else "P3 (stride 8"), first
+            pyramid = "levels P2..P6 = strides 4..64" if kind == "faster_rcnn" else "levels P3..P7 = strides 8..128"
+            assert any(pyramid in c.value for c in at.caption), pyramid
