@@ -236,7 +236,8 @@ def cmd_retrain(args, report: _Report) -> None:
 
     df = run_grid(args.grid, args.data, args.out, seeds=seeds, rows=rows, preset=args.preset,
                   iterations=args.iterations, train_split=args.train_split, eval_split=args.split,
-                  eval_images=args.max_images, device=args.device, progress=not args.quiet, on_row=row_done)
+                  eval_images=args.max_images, device=args.device, progress=not args.quiet, on_row=row_done,
+                  jobs=args.jobs, threads=args.threads)
     report.wrote(args.out / f"retrain_{args.grid}.csv", f"one row per trained run ({len(df)} done)")
     if len(df):
         summary = retrain_summary(df)
@@ -539,8 +540,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "6, 8, 10 blocks with all attentions")
     p.add_argument("--seeds", default="0,1", help="comma-separated training seeds (default 0,1)")
     p.add_argument("--rows", default=None, help="only these rows, ';'-separated (e.g. 'baseline;L+S+C')")
-    p.add_argument("--preset", default="demo_cpu", help="dyhead.train preset of every run (default demo_cpu)")
+    p.add_argument("--preset", default="demo_retrain",
+                   help="dyhead.train preset of every run (default demo_retrain: the demo recipe, 500 iterations)")
     p.add_argument("--iterations", type=int, default=None, help="iterations of every run (default: the preset's)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at the same time, one process each with --threads threads (default 1)")
     p.add_argument("--train-split", default="train", help="training split of --data (default train)")
     p.set_defaults(func=cmd_retrain)
 

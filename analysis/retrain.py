@@ -19,6 +19,8 @@ Paper numbers: Dai et al., CVPR 2021, Tables 1 and 2 (ResNet-50, COCO val2017, 1
 
 from __future__ import annotations
 
+import json
+import os
 import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,10 +40,13 @@ __all__ = [
     "RETRAIN_NOTE",
     "grid_rows",
     "row_preset",
+    "run_name",
     "run_grid",
     "read_retrain_csv",
     "retrain_summary",
     "beside_knockouts",
+    "seed_spread",
+    "retrain_display",
     "plot_table1",
     "plot_table2",
 ]
@@ -136,22 +141,85 @@ def _gmacs(model) -> float:
     return round(gmacs, 3)
 
 
+def run_name(row: RetrainRow, seed: int) -> str:
+    """The folder (and CSV key) of one trained configuration: named by what is trained, not by the
+    grid's row label, so Table 2's baseline and 6-block rows reuse Table 1's baseline and L+S+C runs."""
+    if row.blocks == 0:
+        return f"baseline_seed{seed}"
+    built = "".join(k for k, on in (("L", row.scale), ("S", row.spatial), ("C", row.task)) if on) or "none"
+    return f"b{row.blocks}_{built}_seed{seed}"
+
+
+RESULT_FILE = "result.json"
+
+
+def _protocol(preset, data_root, train_split: str, eval_split: str, eval_images: Optional[int]) -> dict:
+    """Everything a run's number depends on besides its seed (compared before a finished run is reused)."""
+    from dataclasses import asdict
+
+    return {"preset": json.loads(json.dumps(asdict(preset), default=str)), "data": Path(data_root).name,
+            "train_split": train_split, "eval_split": eval_split, "eval_images": eval_images}
+
+
+def _train_and_evaluate(preset, data_root, run_dir: Path, seed: int, protocol: dict, *, train_split: str,
+                        eval_split: str, eval_images: Optional[int], device: str, progress: bool,
+                        workers: Optional[int], stop_at: Optional[int], threads: int = 0) -> Optional[dict]:
+    """Train one configuration from its seed (continuing from ``resume.pt``), evaluate it and write
+    ``result.json``; a finished run's file is read instead. None when cut off at `stop_at`."""
+    import torch
+
+    from dyhead.evaluate import evaluate_detector
+    from dyhead.train import Trainer
+
+    result_path = run_dir / RESULT_FILE
+    if result_path.is_file():
+        result = json.loads(result_path.read_text())
+        if result.get("protocol") != protocol:
+            raise ValueError(f"{run_dir} was trained with another protocol (preset, data or evaluation) than this "
+                             "grid asks for; give the grid another --out folder or remove that run")
+        return result
+    if threads:
+        torch.set_num_threads(threads)
+    trainer = Trainer(preset, data_root, run_dir, split=train_split, seed=seed, device=device, progress=progress,
+                      workers=workers)
+    trainer.preset_name = protocol.get("preset_name", "custom")
+    if (run_dir / "resume.pt").is_file():
+        trainer.load_resume(run_dir / "resume.pt")
+    trainer.train(stop_at=stop_at)
+    if not trainer.finished():
+        return None
+    model = trainer.model.eval()
+    metrics = evaluate_detector(model, data_root, eval_split, max_images=eval_images, batch_size=1, progress=False)
+    result = {
+        **{m: round(100.0 * metrics[m], 3) if metrics[m] >= 0 else None for m in METRICS},
+        "parameters": sum(p.numel() for p in model.parameters()), "GMACs": _gmacs(model),
+        "iterations": trainer.state.iteration, "wall_time_s": round(trainer.state.elapsed, 1),
+        "eval_images": metrics["num_images"], "protocol": protocol,
+    }
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, result_path)
+    return result
+
+
 def run_grid(grid: str, data_root, out_dir, *, seeds: Sequence[int] = (0, 1), rows: Optional[Sequence[str]] = None,
              preset="demo_cpu", iterations: Optional[int] = None, train_split: str = "train",
              eval_split: str = "val", eval_images: Optional[int] = None, device: str = "cpu",
              progress: bool = True, on_row: Optional[Callable[[dict], None]] = None,
              stop_at: Optional[int] = None, workers: Optional[int] = 0,
-             checkpoint_period: Optional[int] = None) -> pd.DataFrame:
+             checkpoint_period: Optional[int] = None, jobs: int = 1, threads: int = 0) -> pd.DataFrame:
     """Train and evaluate every (row, seed) of `grid` ('table1' or 'table2') into
-    ``out_dir/retrain_<grid>.csv`` (columns `RETRAIN_COLUMNS`) and ``out_dir/runs/<row>_seed<k>/``.
+    ``out_dir/retrain_<grid>.csv`` (columns `RETRAIN_COLUMNS`) and ``out_dir/runs/<run_name>/``.
 
-    preset: a `dyhead.train.TRAIN_PRESETS` name or a `TrainPreset`. iterations: every run's iterations
-    (default: the preset's); checkpoint_period: iterations between resume files. A finished run is skipped; a run with a
-    ``resume.pt`` continues from it. on_row(row) after each run. stop_at: stop every run at this
-    iteration without finishing it (for tests: a run cut off in the middle, as a kill would).
-    Returns the CSV's rows."""
-    from dyhead.evaluate import evaluate_detector
-    from dyhead.train import TRAIN_PRESETS, Trainer
+    Runs go seed by seed (every row of the first seed, then the next seed), so a grid cut short has
+    whole tables of its first seeds. preset: a `dyhead.train.TRAIN_PRESETS` name or a `TrainPreset`.
+    iterations: every run's iterations (default: the preset's); checkpoint_period: iterations between
+    resume files. A finished run (its ``result.json``, from either grid) is reused; a run with a
+    ``resume.pt`` continues from it. jobs: runs trained at the same time, each in its own process with
+    `threads` torch threads (0: torch's default); rows are still written in the grid's order.
+    on_row(row) after each row. stop_at: stop every run at this iteration without finishing it (for
+    tests: a run cut off in the middle, as a kill would). Returns the CSV's rows."""
+    from dyhead.train import TRAIN_PRESETS
 
     base = TRAIN_PRESETS[preset] if isinstance(preset, str) else preset
     preset_name = preset if isinstance(preset, str) else "custom"
@@ -161,45 +229,53 @@ def run_grid(grid: str, data_root, out_dir, *, seeds: Sequence[int] = (0, 1), ro
         base = replace(base, checkpoint_period=int(checkpoint_period))
     out_dir = Path(out_dir)
     csv = out_dir / f"retrain_{grid}.csv"
-    todo = [(r, s) for r in grid_rows(grid, rows) for s in seeds]
+    todo = [(r, s) for s in seeds for r in grid_rows(grid, rows)]
     notes = [RETRAIN_NOTE, f"grid {grid}; preset {preset_name}, {base.max_iter} iterations at batch {base.batch_size}, "
-             f"LR {base.base_lr}, steps at {list(base.steps)} of the iterations; seeds {list(seeds)}",
+             f"LR {base.base_lr} with {base.warmup_iters} warm-up iterations, x{base.gamma} at "
+             f"{[round(x, 3) for x in base.steps]} of the iterations; seeds {list(seeds)}",
              f"trained on {Path(data_root).name}/{train_split}, evaluated with COCOeval on {eval_split} "
              f"({'all' if eval_images is None else eval_images} images, batch 1); AP in percent; GMACs at the "
-             "test size, padded square; wall_time_s = training time, restored across resumes"]
+             "test size, padded square; wall_time_s = training time, restored across resumes; run = the folder "
+             "under runs/, shared by the rows of both grids that train the same configuration"]
     table = ResumableTable(csv, notes, RETRAIN_COLUMNS)
     try:
         done = table.open()
     except TableMismatchError as exc:
         raise ValueError(str(exc)) from None
+    pending = [(r, s) for r, s in todo if run_name(r, s) not in done]
+
+    def job(row: RetrainRow, seed: int) -> tuple:
+        p = row_preset(base, row)
+        protocol = {**_protocol(p, data_root, train_split, eval_split, eval_images), "preset_name": preset_name}
+        return (p, data_root, out_dir / "runs" / run_name(row, seed), seed, protocol), dict(
+            train_split=train_split, eval_split=eval_split, eval_images=eval_images, device=device,
+            progress=progress, workers=workers, stop_at=stop_at, threads=threads)
+
+    pool = None
     try:
-        for row, seed in todo:
-            key = f"{row.slug}/seed{seed}"
-            if key in done:
-                continue
-            run_dir = out_dir / "runs" / f"{row.slug}_seed{seed}"
-            trainer = Trainer(row_preset(base, row), data_root, run_dir, split=train_split, seed=seed, device=device,
-                              progress=progress, workers=workers)
-            trainer.preset_name = preset_name
-            if (run_dir / "resume.pt").is_file():
-                trainer.load_resume(run_dir / "resume.pt")
-            trainer.train(stop_at=stop_at)
-            if not trainer.finished():
+        if jobs > 1 and len(pending) > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+            futures = [pool.submit(_train_and_evaluate, *args, **kw) for args, kw in (job(r, s) for r, s in pending)]
+            results = (f.result() for f in futures)
+        else:
+            results = (_train_and_evaluate(*args, **kw) for args, kw in (job(r, s) for r, s in pending))
+        for (row, seed), result in zip(pending, results):
+            if result is None:
                 return read_retrain_csv(csv)  # cut off on purpose (stop_at): the next call resumes it
-            model = trainer.model.eval()
-            result = evaluate_detector(model, data_root, eval_split, max_images=eval_images, batch_size=1,
-                                       progress=False)
-            record = {
-                "run": key, "grid": grid, "row": row.name, "seed": seed, "blocks": row.blocks,
-                "L": row.scale, "S": row.spatial, "C": row.task,
-                **{m: round(100.0 * result[m], 3) if result[m] >= 0 else float("nan") for m in METRICS},
-                "parameters": sum(p.numel() for p in model.parameters()), "GMACs": _gmacs(model),
-                "iterations": trainer.state.iteration, "wall_time_s": round(trainer.state.elapsed, 1),
-            }
+            key = run_name(row, seed)
+            record = {"run": key, "grid": grid, "row": row.name, "seed": seed, "blocks": row.blocks,
+                      "L": row.scale, "S": row.spatial, "C": row.task,
+                      **{m: float("nan") if result[m] is None else result[m] for m in METRICS},
+                      **{c: result[c] for c in ("parameters", "GMACs", "iterations", "wall_time_s")}}
             table.append([tuple(record[c] for c in RETRAIN_COLUMNS)], [key])
             if on_row is not None:
                 on_row(record)
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         table.close()
     return read_retrain_csv(csv)
 
@@ -220,6 +296,34 @@ def retrain_summary(df: pd.DataFrame) -> pd.DataFrame:
                 parameters=("parameters", "first"), GMACs=("GMACs", "first")).reset_index()
     out["paper_AP"] = [PAPER_TABLE1.get(r.row, (float("nan"),))[0] if r.grid == "table1"
                        else PAPER_TABLE2_AP.get(int(r.blocks), (float("nan"),))[0] for r in out.itertuples()]
+    return out
+
+
+def seed_spread(df: pd.DataFrame, grid: str) -> str:
+    """One sentence on how far apart the seeds of `grid`'s rows are (the noise any difference
+    between rows has to beat)."""
+    s = retrain_summary(df[df.grid == grid])
+    s = s[s.seeds > 1].reset_index(drop=True)
+    if not len(s):
+        return f"{grid}: one seed per row so far, no spread between seeds to state"
+    width = s.AP_max - s.AP_min
+    widest = int(width.idxmax())
+    return (f"{grid}: between seeds, a row's AP differs by {width.min():.1f} to {width.max():.1f} points "
+            f"(widest: {s.row[widest]}); standard deviation {s.AP_std.min():.1f} to {s.AP_std.max():.1f} "
+            f"over {int(s.seeds.min())}{'' if s.seeds.min() == s.seeds.max() else f'-{int(s.seeds.max())}'} seeds")
+
+
+def retrain_display(df: pd.DataFrame, grid: str) -> pd.DataFrame:
+    """`grid`'s rows for reading: mean +- standard deviation, each seed's AP, the paper's AP."""
+    sub = df[df.grid == grid]
+    s = retrain_summary(sub)
+    out = pd.DataFrame({"row": s.row, "blocks": s.blocks, "seeds": s.seeds})
+    out["AP (mean ± std)"] = [f"{m:.1f} ± {d:.1f}" if d == d else f"{m:.1f}" for m, d in zip(s.AP_mean, s.AP_std)]
+    out["AP per seed"] = [", ".join(f"{v:.1f}" for v in sub[sub.row == r].sort_values("seed").AP) for r in s.row]
+    out["AP50 (mean)"] = s.AP50_mean.round(1)
+    out["paper AP"] = s.paper_AP
+    out["parameters"] = s.parameters
+    out["GMACs"] = s.GMACs
     return out
 
 

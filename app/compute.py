@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_VARIANTS",
     "knockout_constants",
     "calibrate_constants",
+    "retrain_folders",
     "retrain_results",
     "load_model_cached",
     "DetectResult",
@@ -536,21 +537,32 @@ def cached_ablation(ref: ModelRef, root: Path, split: str, max_images: int, one_
                           _ablation_notes(variants, constants))
 
 
-def retrain_results(folder: Optional[Path] = None) -> Optional[pd.DataFrame]:
-    """The retrained Table 1 / Table 2 runs (`python -m analysis retrain`) found in `folder` (default
-    ``$DYHEAD_APP_RETRAIN``, else ``runs/retrain`` of the repository): every ``retrain_<grid>.csv``
-    concatenated, or None."""
-    from analysis.retrain import read_retrain_csv
-    from analysis.sources import REPO_ROOT
-
+def retrain_folders() -> list[Path]:
+    """Where the retrained tables are looked for, first match wins: ``$DYHEAD_APP_RETRAIN``, the
+    user's own grid in ``runs/retrain``, the committed demo-data results in ``docs/retrain``."""
     import os
 
-    if folder is None:
-        folder = os.environ.get("DYHEAD_APP_RETRAIN") or REPO_ROOT / "runs" / "retrain"
-    folder = Path(folder)
-    frames = [read_retrain_csv(p) for p in sorted(folder.glob("retrain_table*.csv"))] if folder.is_dir() else []
-    frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else None
+    from analysis.sources import REPO_ROOT
+
+    env = os.environ.get("DYHEAD_APP_RETRAIN")
+    return [Path(env)] if env else [REPO_ROOT / "runs" / "retrain", REPO_ROOT / "docs" / "retrain"]
+
+
+def retrain_results(folder: Optional[Path] = None) -> Optional[pd.DataFrame]:
+    """The retrained Table 1 / Table 2 runs (`python -m analysis retrain`) of `folder` (default: the
+    first of `retrain_folders` holding any): every ``retrain_<grid>.csv`` concatenated (each grid's
+    notes in ``attrs["notes"]``, the folder in ``attrs["folder"]``), or None."""
+    from analysis.retrain import read_retrain_csv
+
+    for candidate in [Path(folder)] if folder is not None else retrain_folders():
+        frames = [read_retrain_csv(p) for p in sorted(candidate.glob("retrain_table*.csv"))] if candidate.is_dir() else []
+        frames = [f for f in frames if len(f)]
+        if frames:
+            df = pd.concat(frames, ignore_index=True)
+            df.attrs["notes"] = [n for f in frames for n in f.attrs.get("notes", [])]
+            df.attrs["folder"] = str(candidate)
+            return df
+    return None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -129,6 +129,10 @@ TRAIN_PRESETS: dict[str, TrainPreset] = {
         cache_images=True,
     ),
 }
+# The retrained ablation grids on the demo data (`python -m analysis retrain`): the demo recipe cut to
+# 500 iterations (a 6-block, all-attention run is about 10 minutes on one CPU thread), warm-up 100.
+TRAIN_PRESETS["demo_retrain"] = replace(TRAIN_PRESETS["demo_cpu"], max_iter=500, warmup_iters=100,
+                                        checkpoint_period=50)
 
 
 def lr_factor(preset: TrainPreset, iteration: int, progress: float) -> float:

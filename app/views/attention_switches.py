@@ -196,23 +196,39 @@ with tab_table:
     retrained = compute.retrain_results()
     st.markdown("#### Retrained (the paper's Table 1 and Table 2 as the paper made them)")
     if retrained is None:
-        st.caption("No retrained results yet: `python -m analysis retrain --grid table1 --data <root> --out "
-                   "runs/retrain` trains one model per row and seed (many CPU hours on the demo data; see "
-                   "docs/analysis.md). When runs/retrain/retrain_table1.csv exists, its numbers appear here.")
+        st.caption("No retrained results found (looked in "
+                   f"{', '.join(str(f) for f in compute.retrain_folders())}): `python -m analysis retrain --grid "
+                   "table1 --data <root> --out runs/retrain` trains one model per row and seed (see docs/analysis.md).")
     else:
-        from analysis.retrain import retrain_summary
+        from analysis.retrain import plot_table1, plot_table2, retrain_display, retrain_summary, seed_spread
 
         st.markdown("The knock-outs above switch an attention off in *one trained model*: they measure how much "
                     "that model relies on it (with the calibrated and static variants, its input-dependent "
-                    "part). A retrained row trains a separate model *without* the attention: it measures what "
-                    "the detector reaches without it, which is what the paper's Table 1 reports.")
+                    "part). A retrained row trains a separate model *without* the attention (or with another "
+                    "number of blocks) and evaluates it: it measures what the detector reaches without it, which "
+                    "is what the paper's Tables 1 and 2 report. The paper's numbers are ResNet-50 on COCO; the "
+                    "retrained ones are whatever model and data the runs used (below), so compare the order and "
+                    "size of differences between rows, not the values.")
+        st.caption(f"From {retrained.attrs.get('folder')}: " + " · ".join(dict.fromkeys(retrained.attrs.get("notes", []))))
+        for grid, title, plot in (("table1", "Table 1: attentions built in (L scale, S spatial, C task; 6 blocks)",
+                                   plot_table1), ("table2", "Table 2: number of blocks, all attentions", plot_table2)):
+            if not (retrained.grid == grid).any():
+                continue
+            st.markdown(f"**{title}**")
+            st.dataframe(retrain_display(retrained, grid), hide_index=True, key=f"rt_{grid}")
+            st.caption("Spread: " + seed_spread(retrained, grid) + ". A difference between two rows smaller than "
+                       "this spread is not a finding.")
+            st.pyplot(plot(retrained), clear_figure=True)
+            figure_downloads(lambda plot=plot: plot(retrained), f"retrained_{grid}", pdf=True, key=f"rt_fig_{grid}")
         if df is not None and (retrained.grid == "table1").any():
             from analysis.retrain import beside_knockouts
 
             st.markdown("Table 1, side by side: retrained (mean over seeds), knocked out at inference (this "
-                        "table's variants), the paper's. The baseline is retrained as the ATSS head with its own "
-                        "conv towers; its knock-out column is the DyHead with every attention off, another network.")
+                        "model, this table's variants), the paper's. The baseline is retrained as the ATSS head with "
+                        "its own conv towers; its knock-out column is the DyHead with every attention off, another "
+                        "network.")
             st.dataframe(beside_knockouts(retrained, df).round(2), hide_index=True, key="rt_beside")
-        summary = retrain_summary(retrained)
-        st.dataframe(summary.round(2), hide_index=True, key="rt_table")
-        csv_download(summary, "retrained_tables", key="rt_csv", notes=retrained.attrs.get("notes") or [])
+        elif (retrained.grid == "table1").any():
+            st.caption("Compute the AP table above to see this model's knock-outs beside the retrained rows.")
+        csv_download(retrain_summary(retrained), "retrained_tables", key="rt_csv",
+                     notes=list(dict.fromkeys(retrained.attrs.get("notes") or [])))

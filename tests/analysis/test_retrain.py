@@ -69,7 +69,8 @@ def test_killed_grid_restarts_to_the_same_rows(train_data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_grid("table2", train_data, out, on_row=kill_after_first, **kw)
     part = run_grid("table2", train_data, out, stop_at=3, **kw)  # the next run killed at iteration 3
-    assert len(part) == 1 and (out / "runs" / "baseline_seed1" / "resume.pt").is_file()
+    # seed by seed: the second run is seed 0's 1-block row
+    assert len(part) == 1 and (out / "runs" / "b1_LSC_seed0" / "resume.pt").is_file()
     resumed = run_grid("table2", train_data, out, **kw)
     assert _rows(resumed) == _rows(whole)
     again = run_grid("table2", train_data, out, **kw)  # nothing left to do
@@ -77,3 +78,20 @@ def test_killed_grid_restarts_to_the_same_rows(train_data, tmp_path):
     summary = retrain_summary(resumed)
     assert list(summary.seeds) == [2, 2] and summary.paper_AP.iloc[0] == 39.0
     assert plot_table2(resumed) is not None and plot_table1(resumed.assign(grid="table1")) is not None
+
+    # two runs at a time, each in its own process: the same rows in the same order
+    parallel = run_grid("table2", train_data, tmp_path / "parallel", jobs=2, threads=1, **kw)
+    assert _rows(parallel) == _rows(whole)
+
+    # Table 1's baseline is Table 2's: the finished runs are reused, not trained again
+    reused = run_grid("table1", train_data, out, seeds=SEEDS, rows=["baseline"], preset=tiny_preset(),
+                      progress=False, stop_at=0)
+    assert list(reused.run) == ["baseline_seed0", "baseline_seed1"] and set(reused.grid) == {"table1"}
+    assert reused.AP.tolist() == whole[whole.row == "baseline"].AP.tolist()
+    # ... but only when trained the same way
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "runs").symlink_to(out / "runs")
+    with pytest.raises(ValueError, match="another protocol"):
+        run_grid("table1", train_data, other, seeds=(0,), rows=["baseline"],
+                 preset=tiny_preset(), iterations=5, progress=False)
