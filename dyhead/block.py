@@ -30,6 +30,7 @@ from .attention import (
     hard_sigmoid,
 )
 from .config import AttentionSwitches, CoarserBranchMode, DyHeadConfig
+from .ops.deform_conv import reuse_reordered_weights
 from .trace import TraceSpec
 
 
@@ -120,6 +121,10 @@ class DyHeadBlock(nn.Module):
         """One block over all levels. `return_trace` records everything; `spec` (with this block's
         0-based `index`) records only what it asks for. `coarser_branch` overrides the config's mode
         for this call only."""
+        with reuse_reordered_weights():  # each deformable conv's weight reordered once per block
+            return self._forward(features, switches, return_trace, spec, index, coarser_branch)
+
+    def _forward(self, features, switches, return_trace, spec, index, coarser_branch):
         if spec is None and return_trace:
             spec = TraceSpec.everything()
         record = spec is not None and spec.wants_block(index)
@@ -139,6 +144,10 @@ class DyHeadBlock(nn.Module):
                     "scale_off='fixed-1' / task_off='relu'")
             constants.check(index, len(features), self.config.channels)
 
+        # Each level is the gather table of up to three deformable convs (this level's same-level conv,
+        # the stride-2 conv of the level above, the coarser-branch conv of the level below), which read
+        # it channels-last: laid out that way once per block instead of once per conv.
+        tables = [f.contiguous(memory_format=torch.channels_last) for f in features] if use_spatial else features
         outputs: list[Tensor] = []
         traces: list[LevelTrace] = []
         for level, x in enumerate(features):
@@ -149,12 +158,13 @@ class DyHeadBlock(nn.Module):
                 offset = mask = None
 
             # Branches keyed by source level, in the official stacking order: same, finer, coarser.
-            branches = {level: self.same_level(x, offset, mask)}
+            branches = {level: self.same_level(tables[level], offset, mask)}
             if level > 0:
                 _check_ceil_halving(features[level - 1], x, level)
-                branches[level - 1] = self.from_finer(features[level - 1], offset, mask)
+                branches[level - 1] = self.from_finer(tables[level - 1], offset, mask)
             if level < len(features) - 1:
-                branches[level + 1] = self._coarser_branch(features[level + 1], size, offset, mask, mode)
+                coarser = features[level + 1] if mode is CoarserBranchMode.UPSAMPLE_FIRST else tables[level + 1]
+                branches[level + 1] = self._coarser_branch(coarser, size, offset, mask, mode)
 
             logits: dict[int, Tensor] = {}
             weights: dict[int, Tensor] = {}
@@ -166,7 +176,8 @@ class DyHeadBlock(nn.Module):
                                                 per_source=switches.scale_off == "calibrated-per-source")
                 weights = {src: v.expand(x.shape[0]) for src, v in fixed.items()}  # [N] each, for the trace
             # (no weights: scale attention off at 1, every weight 1: a plain mean)
-            mean = _weighted_mean(branches, weights)  # [N, C, H_l, W_l]
+            keep_branches = record and spec.wants("branches", index)
+            mean = _weighted_mean(branches, weights, reuse_first=not keep_branches)  # [N, C, H_l, W_l]
 
             if use_task:
                 coeffs = self.task_attention.coefficients(mean)
@@ -225,17 +236,21 @@ def _level_trace(spec: TraceSpec, block: int, level: int, x, offset, mask, branc
     return t
 
 
-def _weighted_mean(branches: dict[int, Tensor], weights: dict[int, Tensor]) -> Tensor:
+def _weighted_mean(branches: dict[int, Tensor], weights: dict[int, Tensor], *, reuse_first: bool = False) -> Tensor:
     """(sum over sources of weight * branch) / number of branches; weights [N] per source, or none
     (every weight 1). The same operations in the same order with or without autograd; without it the
-    sum accumulates into the first product in place instead of allocating a map per step (at full
-    size each fresh map costs about as much as the arithmetic)."""
+    sum accumulates into the first product in place (into the first branch itself when `reuse_first`,
+    i.e. when no trace keeps it) instead of allocating a map per step (at full size each fresh map
+    costs about as much as the arithmetic)."""
     terms = [(b, weights[src][:, None, None, None] if weights else None) for src, b in branches.items()]
     if torch.is_grad_enabled():
         weighted = [b * w if w is not None else b for b, w in terms]
         return sum(weighted[1:], weighted[0]) / len(weighted)
     b, w = terms[0]
-    total = b * w if w is not None else b.clone()
+    if reuse_first:
+        total = b.mul_(w) if w is not None else b
+    else:
+        total = b * w if w is not None else b.clone()
     for b, w in terms[1:]:
         total.add_(b * w if w is not None else b)
     return total.div_(len(terms))

@@ -203,3 +203,36 @@ def test_bfloat16_computes_row_numbers_in_integers():
         ref = modulated_deform_conv2d(x, off, m, w, b, impl="fast")
         low = modulated_deform_conv2d(*(t.bfloat16() for t in (x, off, m, w, b)), impl="fast")
     assert (low.float() - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+def test_reused_weight_reordering_is_scoped_to_its_block():
+    """Inside `reuse_reordered_weights` a weight is reordered once; outside it (and in a later block)
+    a changed weight is never served the old reordering."""
+    x, offset, mask, weight, bias = _make_case(1, 8, 6, 9, 11, 1, torch.float32, "smooth")
+
+    def run(w):
+        with torch.inference_mode():
+            return modulated_deform_conv2d(x, offset, mask, w, bias, padding=1, impl="fast")
+
+    def expected(w):
+        return deform_conv2d(x, offset, w, bias, padding=1, mask=mask)
+
+    calls = []
+    original = deform_conv._tap_major
+    deform_conv._tap_major = lambda w: calls.append(id(w)) or original(w)
+    try:
+        with deform_conv.reuse_reordered_weights():
+            first = run(weight)
+            for _ in range(3):
+                assert torch.equal(run(weight), first)
+            with deform_conv.reuse_reordered_weights():  # nested: the same copies
+                assert torch.equal(run(weight), first)
+        assert calls == [id(weight)]  # reordered once for five calls
+        assert torch.allclose(first, expected(weight), atol=1e-5)
+        weight.mul_(-0.5)  # changed between blocks
+        with deform_conv.reuse_reordered_weights():
+            assert torch.allclose(run(weight), expected(weight), atol=1e-5)
+        assert len(calls) == 2 and deform_conv._REUSE.kept is None
+        assert torch.allclose(run(weight * 2), expected(weight * 2), atol=1e-5)  # outside: no copies kept
+    finally:
+        deform_conv._tap_major = original
