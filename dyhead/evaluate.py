@@ -28,6 +28,7 @@ from dyhead.coco_results import detections_to_coco, write_coco_results
 from dyhead.config import SCALE_KNOCKOUTS, TASK_KNOCKOUTS, AttentionSwitches, SwitchesArg
 from dyhead.data.coco import DatasetError, load_coco, resolve_split
 from dyhead.data.loader import image_loader
+from dyhead.device import PRECISIONS
 
 __all__ = ["METRICS", "evaluate_detector", "detections_to_coco", "coco_evaluate", "format_table", "main"]
 
@@ -69,7 +70,7 @@ def coco_evaluate(coco_gt, results: list[dict], image_ids: list[int]) -> dict:
 def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesArg = None,
                       max_images: Optional[int] = None, batch_size: int = 4, progress: bool = True,
                       results_path: Optional[str | Path] = None, bar=None, coarser_branch=None,
-                      workers: int = 0) -> dict:
+                      workers: int = 0, precision: str = "auto") -> dict:
     """Run `model.predict` over a COCO split and evaluate with COCOeval (`coarser_branch`: the
     coarser-branch mode of every call, None = the model's own).
 
@@ -80,6 +81,8 @@ def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesAr
     detections are written there as JSON. `bar`: an open `dyhead.progress` bar to advance by one per
     image instead of opening one (a caller evaluating several settings shows one bar for all).
     `workers`: processes that decode the images ahead of the model (`dyhead.data.loader.image_loader`).
+    `precision`: the network's arithmetic (`dyhead.device.PRECISIONS`; "auto" = float16 autocast on
+    CUDA, float32 otherwise), also in the result.
     """
     from .progress import progress_bar
 
@@ -117,7 +120,7 @@ def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesAr
                     images.append(image)
                     chunk_ids.append(image_ids[i])
             if images:
-                detections = model.predict(images, switches=switches, **mode)
+                detections = model.infer(images, switches=switches, precision=precision, **mode).detections
                 for image_id, dets in zip(chunk_ids, detections):
                     results.extend(detections_to_coco(dets, category_ids, image_id=image_id))
                 evaluated.extend(chunk_ids)
@@ -144,6 +147,7 @@ def evaluate_detector(model, data_root, split: str = "val", switches: SwitchesAr
         "data_root": str(data_root),
         "switches": label,
         "knockout": knockout,
+        "precision": precision,
         "seconds": round(time.perf_counter() - start, 1),
     }
 
@@ -155,7 +159,8 @@ def format_table(result: dict) -> str:
     lines.append("per-class AP")
     lines += [f"  {name:<10} {100 * ap:6.1f}" for name, ap in result["per_class"].items()]
     lines.append(f"({result['num_images']} images, {result['num_detections']} detections, "
-                 f"split {result['split']}, attentions: {result['switches']}; {result.get('knockout', '')})")
+                 f"split {result['split']}, attentions: {result['switches']}; {result.get('knockout', '')}; "
+                 f"precision {result.get('precision', 'auto')})")
     return "\n".join(lines)
 
 
@@ -190,6 +195,9 @@ def main(argv: Optional[list[str]] = None) -> dict:
                         help="split of --data the calibrated constants are computed on when the checkpoint "
                              "has none saved beside it (dyhead.knockout.load_or_calibrate)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="auto: float16 autocast on CUDA, float32 on the CPU; bfloat16 is faster on CPUs "
+                             "with bfloat16 kernels but changes the numbers (benchmarks/RESULTS.md)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -209,7 +217,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     result = evaluate_detector(model, args.data, args.split, switches=switches,
                                max_images=args.max_images, batch_size=args.batch_size,
                                progress=not args.no_progress, results_path=args.detections_out,
-                               workers=args.workers)
+                               workers=args.workers, precision=args.precision)
     result["checkpoint"] = str(args.checkpoint)
     print(format_table(result))
     for item in result["skipped"]:

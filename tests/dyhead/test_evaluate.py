@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from types import SimpleNamespace
+
 import pytest
 import torch
 from PIL import Image
@@ -55,12 +57,17 @@ class FixedDetector:
         self.config = _Config()
         self.training = False
         self.switches_seen = []
+        self.precisions_seen = []
 
     def eval(self):
         self.training = False
 
     def train(self, mode=True):
         self.training = mode
+
+    def infer(self, images, switches=None, precision="auto"):
+        self.precisions_seen.append(precision)
+        return SimpleNamespace(detections=self.predict(images, switches))
 
     def predict(self, images, switches=None):
         self.switches_seen.append(switches)
@@ -88,7 +95,11 @@ def test_ground_truth_as_detections_scores_one(tmp_path):
     assert result["per_class"] == {"a": pytest.approx(1.0), "b": pytest.approx(1.0)}
     assert result["num_images"] == 2 and result["num_detections"] == 3 and result["switches"] == "spatial+task"
     assert model.switches_seen == [AttentionSwitches(scale=False)] * 2
+    assert model.precisions_seen == ["auto"] * 2 and result["precision"] == "auto"
     assert "AP50" in format_table(result)
+    model = FixedDetector(_as_detections())
+    result = evaluate_detector(model, tmp_path, "val", batch_size=1, progress=False, precision="bfloat16")
+    assert model.precisions_seen == ["bfloat16"] * 2 and "precision bfloat16" in format_table(result)
 
 
 def test_shifted_small_box_gives_hand_computed_ap(tmp_path):
