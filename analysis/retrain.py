@@ -47,6 +47,7 @@ __all__ = [
     "beside_knockouts",
     "seed_spread",
     "retrain_display",
+    "markdown_table",
     "plot_table1",
     "plot_table2",
 ]
@@ -327,6 +328,16 @@ def retrain_display(df: pd.DataFrame, grid: str) -> pd.DataFrame:
     return out
 
 
+def markdown_table(df: pd.DataFrame, grid: str) -> str:
+    """`retrain_display(df, grid)` as a Markdown table (the README's and docs' copy of the results)."""
+    t = retrain_display(df, grid).drop(columns=["parameters"])
+    t["GMACs"] = t["GMACs"].map(lambda v: f"{v:.2f}")
+    t["AP50 (mean)"] = t["AP50 (mean)"].map(lambda v: f"{v:.1f}")
+    lines = ["| " + " | ".join(t.columns) + " |", "|" + " --- |" * len(t.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in t.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def beside_knockouts(retrained: pd.DataFrame, knockouts: pd.DataFrame) -> pd.DataFrame:
     """Table 1's rows with, side by side, the retrained mean AP (and spread), the knock-out AP of the
     same attentions switched off in one trained model (`analysis.ablation` global rows, one column
@@ -352,6 +363,12 @@ def beside_knockouts(retrained: pd.DataFrame, knockouts: pd.DataFrame) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+def _protocol_note(df: pd.DataFrame) -> str:
+    """The CSV's protocol lines (preset, iterations, data, evaluation), for a figure's footnote."""
+    notes = [n for n in df.attrs.get("notes", []) if n.startswith(("grid ", "trained on "))]
+    return " ".join(dict.fromkeys(n.split("; AP in percent")[0] + "." for n in notes))
+
+
 def plot_table1(df: pd.DataFrame):
     """Mean AP per Table 1 row (bars) with each seed's AP (dots), beside the paper's AP."""
     import matplotlib.pyplot as plt
@@ -371,8 +388,9 @@ def plot_table1(df: pd.DataFrame):
     ax.set_ylabel("AP (%)")
     ax.set_title("Table 1 retrained: attentions built in (L scale, S spatial, C task)", fontsize=9)
     ax.legend(fontsize=7)
-    fig.text(0.01, 0.005, textwrap.fill(f"dots: each seed. {RETRAIN_NOTE}.", 150), fontsize=6, va="bottom")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.text(0.01, 0.005, textwrap.fill(f"dots: each seed. {RETRAIN_NOTE}. {_protocol_note(df)}", 150),
+             fontsize=6, va="bottom")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 
@@ -394,6 +412,7 @@ def plot_table2(df: pd.DataFrame):
     ax.set_title("Table 2 retrained: AP vs number of blocks", fontsize=9)
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower right")
-    fig.text(0.01, 0.005, textwrap.fill(RETRAIN_NOTE + ".", 120), fontsize=6, va="bottom")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.text(0.01, 0.005, textwrap.fill(f"dots: each seed. {RETRAIN_NOTE}. {_protocol_note(df)}", 120),
+             fontsize=6, va="bottom")
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     return fig
