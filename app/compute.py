@@ -47,6 +47,7 @@ __all__ = [
     "calibrate_constants",
     "retrain_folders",
     "retrain_results",
+    "retrain_longer_runs",
     "load_model_cached",
     "DetectResult",
     "detect",
@@ -563,6 +564,15 @@ def retrain_results(folder: Optional[Path] = None) -> Optional[pd.DataFrame]:
             df.attrs["folder"] = str(candidate)
             return df
     return None
+
+
+def retrain_longer_runs(folder: str | Path) -> list[pd.DataFrame]:
+    """Grids of the same rows trained for another number of iterations, kept in subfolders of a
+    results folder (``<folder>/<name>/retrain_table*.csv``), fewest iterations first."""
+    from analysis.retrain import read_retrain_csv
+
+    frames = [read_retrain_csv(p) for p in sorted(Path(folder).glob("*/retrain_table*.csv"))]
+    return sorted((f for f in frames if len(f)), key=lambda f: int(f.iterations.max()))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -220,6 +220,14 @@ with tab_table:
                        "this spread is not a finding.")
             st.pyplot(plot(retrained), clear_figure=True)
             figure_downloads(lambda plot=plot: plot(retrained), f"retrained_{grid}", pdf=True, key=f"rt_fig_{grid}")
+        main_iterations = int(retrained.iterations.max())
+        for longer in compute.retrain_longer_runs(retrained.attrs["folder"]):
+            its = int(longer.iterations.max())
+            st.markdown(f"**The same recipe trained for {its} iterations** (instead of {main_iterations}; rows "
+                        f"{', '.join(dict.fromkeys(longer.row))}): whether the order of the rows depends on the "
+                        "training length.")
+            for grid in dict.fromkeys(longer.grid):
+                st.dataframe(retrain_display(longer, grid), hide_index=True, key=f"rt_long_{its}_{grid}")
         if df is not None and (retrained.grid == "table1").any():
             from analysis.retrain import beside_knockouts
 

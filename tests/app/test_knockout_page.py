@@ -28,10 +28,17 @@ def test_retrained_results_beside_the_knockouts(app_env, tmp_path, monkeypatch):
             ("baseline_seed1", "table1", "baseline", 1, 0, False, False, False, 32.0, 50, 30, 20, 40, 50, 1000, 1.0, 10, 5.0),
             ("b6_LSC_seed0", "table1", "L+S+C", 0, 6, True, True, True, 40.0, 60, 40, 30, 50, 60, 2000, 2.0, 10, 9.0)]
     write_table(pd.DataFrame(rows, columns=RETRAIN_COLUMNS), tmp_path / "retrain_table1.csv", [RETRAIN_NOTE])
+    longer = [r[:8] + (50.0,) + r[9:16] + (30,) + r[17:] for r in rows[:1]]  # baseline, 30 iterations
+    (tmp_path / "iterations_30").mkdir()
+    write_table(pd.DataFrame(longer, columns=RETRAIN_COLUMNS), tmp_path / "iterations_30" / "retrain_table1.csv",
+                [RETRAIN_NOTE])
     monkeypatch.setenv("DYHEAD_APP_RETRAIN", str(tmp_path))
     at = _app()
     at.switch_page("views/attention_switches.py").run()
     _ok(at)
+    assert any("trained for 30 iterations** (instead of 10" in m.value for m in at.markdown)
+    assert [f["AP (mean ± std)"].tolist() for f in (d.value for d in at.tabs[1].dataframe)
+            if "AP (mean ± std)" in f.columns][1] == ["50.0"]
     table = _frame(at, "AP (mean ± std)")
     assert list(table.row) == ["baseline", "L+S+C"] and list(table.seeds) == [2, 1]
     assert list(table["AP (mean ± std)"]) == ["31.0 ± 1.4", "40.0"] and table["paper AP"].iloc[1] == 42.6
