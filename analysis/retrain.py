@@ -213,7 +213,8 @@ def run_grid(grid: str, data_root, out_dir, *, seeds: Sequence[int] = (0, 1), ro
     ``out_dir/retrain_<grid>.csv`` (columns `RETRAIN_COLUMNS`) and ``out_dir/runs/<run_name>/``.
 
     Runs go seed by seed (every row of the first seed, then the next seed), so a grid cut short has
-    whole tables of its first seeds. preset: a `dyhead.train.TRAIN_PRESETS` name or a `TrainPreset`.
+    whole tables of its first seeds, and a grid asked for more seeds later appends their rows (the
+    protocol in the CSV's notes does not name the seeds). preset: a `dyhead.train.TRAIN_PRESETS` name or a `TrainPreset`.
     iterations: every run's iterations (default: the preset's); checkpoint_period: iterations between
     resume files. A finished run (its ``result.json``, from either grid) is reused; a run with a
     ``resume.pt`` continues from it. jobs: runs trained at the same time, each in its own process with
@@ -233,7 +234,7 @@ def run_grid(grid: str, data_root, out_dir, *, seeds: Sequence[int] = (0, 1), ro
     todo = [(r, s) for s in seeds for r in grid_rows(grid, rows)]
     notes = [RETRAIN_NOTE, f"grid {grid}; preset {preset_name}, {base.max_iter} iterations at batch {base.batch_size}, "
              f"LR {base.base_lr} with {base.warmup_iters} warm-up iterations, x{base.gamma} at "
-             f"{[round(x, 3) for x in base.steps]} of the iterations; seeds {list(seeds)}",
+             f"{[round(x, 3) for x in base.steps]} of the iterations",
              f"trained on {Path(data_root).name}/{train_split}, evaluated with COCOeval on {eval_split} "
              f"({'all' if eval_images is None else eval_images} images, batch 1); AP in percent; GMACs at the "
              "test size, padded square; wall_time_s = training time, restored across resumes; run = the folder "

@@ -79,6 +79,11 @@ def test_killed_grid_restarts_to_the_same_rows(train_data, tmp_path):
     assert list(summary.seeds) == [2, 2] and summary.paper_AP.iloc[0] == 39.0
     assert plot_table2(resumed) is not None and plot_table1(resumed.assign(grid="table1")) is not None
 
+    # a grid asked for a further seed later appends its rows: the same CSV as asking for both at once
+    first = run_grid("table2", train_data, tmp_path / "more_seeds", **{**kw, "seeds": (0,)})
+    assert len(first) == 2
+    assert _rows(run_grid("table2", train_data, tmp_path / "more_seeds", **kw)) == _rows(whole)
+
     # two runs at a time, each in its own process: the same rows in the same order
     parallel = run_grid("table2", train_data, tmp_path / "parallel", jobs=2, threads=1, **kw)
     assert _rows(parallel) == _rows(whole)
