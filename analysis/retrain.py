@@ -379,7 +379,7 @@ def plot_table1(df: pd.DataFrame):
     s = s.set_index("row").loc[order].reset_index()
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     x = range(len(s))
-    ax.bar([i - 0.2 for i in x], s.AP_mean, width=0.4, color="#4c72b0", label="retrained here (mean over seeds)")
+    ax.bar([i - 0.2 for i in x], s.AP_mean, width=0.4, color="#4c72b0", label="retrained here (this data; mean over seeds)")
     for i, r in enumerate(s.itertuples()):
         seeds = df[(df.grid == "table1") & (df.row == r.row)].AP
         ax.scatter([i - 0.2] * len(seeds), seeds, color="black", s=8, zorder=3)
@@ -401,7 +401,7 @@ def plot_table2(df: pd.DataFrame):
 
     s = retrain_summary(df[df.grid == "table2"]).sort_values("blocks")
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    ax.plot(s.blocks, s.AP_mean, "o-", color="#4c72b0", label="retrained here (mean over seeds)")
+    ax.plot(s.blocks, s.AP_mean, "o-", color="#4c72b0", label="retrained here (this data; mean over seeds)")
     sub = df[df.grid == "table2"]
     ax.scatter(sub.blocks, sub.AP, color="black", s=8, zorder=3)
     paper = sorted(PAPER_TABLE2_AP.items())
@@ -412,7 +412,7 @@ def plot_table2(df: pd.DataFrame):
     ax2.set_ylabel("AP (%), paper")
     ax.set_title("Table 2 retrained: AP vs number of blocks", fontsize=9)
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower right")
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="center right")
     fig.text(0.01, 0.005, textwrap.fill(f"dots: each seed. {RETRAIN_NOTE}. {_protocol_note(df)}", 120),
              fontsize=6, va="bottom")
     fig.tight_layout(rect=(0, 0.13, 1, 1))
