@@ -539,7 +539,7 @@ def cached_ablation(ref: ModelRef, root: Path, split: str, max_images: int, one_
 
 
 def retrain_folders() -> list[Path]:
-    """Where the retrained tables are looked for, first match wins: ``$DYHEAD_APP_RETRAIN``, the
+    """Where the retrained tables are looked for, first holding a grid wins: ``$DYHEAD_APP_RETRAIN``, the
     user's own grid in ``runs/retrain``, the committed demo-data results in ``docs/retrain``."""
     import os
 
@@ -556,7 +556,7 @@ def retrain_results(folder: Optional[Path] = None) -> Optional[pd.DataFrame]:
     from analysis.retrain import read_retrain_csv
 
     for candidate in [Path(folder)] if folder is not None else retrain_folders():
-        frames = [read_retrain_csv(p) for p in sorted(candidate.glob("retrain_table*.csv"))] if candidate.is_dir() else []
+        frames = [read_retrain_csv(p) for p in sorted(candidate.glob("retrain_table?.csv"))] if candidate.is_dir() else []
         frames = [f for f in frames if len(f)]
         if frames:
             df = pd.concat(frames, ignore_index=True)
@@ -571,7 +571,7 @@ def retrain_longer_runs(folder: str | Path) -> list[pd.DataFrame]:
     results folder (``<folder>/<name>/retrain_table*.csv``), fewest iterations first."""
     from analysis.retrain import read_retrain_csv
 
-    frames = [read_retrain_csv(p) for p in sorted(Path(folder).glob("*/retrain_table*.csv"))]
+    frames = [read_retrain_csv(p) for p in sorted(Path(folder).glob("*/retrain_table?.csv"))]
     return sorted((f for f in frames if len(f)), key=lambda f: int(f.iterations.max()))
 
 
