@@ -216,8 +216,9 @@ with tab_table:
                 continue
             st.markdown(f"**{title}**")
             st.dataframe(retrain_display(retrained, grid), hide_index=True, key=f"rt_{grid}")
-            st.caption("Spread: " + seed_spread(retrained, grid) + ". A difference between two rows smaller than "
-                       "this spread is not a finding.")
+            st.caption("Spread: " + seed_spread(retrained, grid) + " (± and standard deviation: the sample "
+                       "standard deviation over the row's seeds, n - 1). A difference between two rows smaller "
+                       "than this spread is not a finding.")
             st.pyplot(plot(retrained), clear_figure=True)
             figure_downloads(lambda plot=plot: plot(retrained), f"retrained_{grid}", pdf=True, key=f"rt_fig_{grid}")
         main_iterations = int(retrained.iterations.max())
