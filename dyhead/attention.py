@@ -148,7 +148,9 @@ class TaskAttention(nn.Module):
         )
 
     @staticmethod
-    def apply(x: Tensor, coeffs: DyReLUCoefficients) -> Tensor:
+    def apply(x: Tensor, coeffs: DyReLUCoefficients, *, reuse_input: bool = False) -> Tensor:
+        """max(a1*x + b1, a2*x + b2) per channel. reuse_input (no autograd only): x is not needed
+        afterwards and may be overwritten, which saves allocating a second map."""
         def per_channel(t: Tensor) -> Tensor:
             return t[:, :, None, None]  # [N, C, 1, 1]
 
@@ -157,7 +159,8 @@ class TaskAttention(nn.Module):
                 x * per_channel(coeffs.a1) + per_channel(coeffs.b1),
                 x * per_channel(coeffs.a2) + per_channel(coeffs.b2),
             )
-        # Without autograd: the same operations, written into two maps instead of five.
+        # Without autograd: the same operations, written into one or two maps instead of five.
         first = (x * per_channel(coeffs.a1)).add_(per_channel(coeffs.b1))
-        second = (x * per_channel(coeffs.a2)).add_(per_channel(coeffs.b2))
+        second = x.mul_(per_channel(coeffs.a2)) if reuse_input else x * per_channel(coeffs.a2)
+        second.add_(per_channel(coeffs.b2))
         return torch.maximum(first, second, out=first)

@@ -146,14 +146,15 @@ class DyHeadBlock(nn.Module):
 
         # Each level is the gather table of up to three deformable convs (this level's same-level conv,
         # the stride-2 conv of the level above, the coarser-branch conv of the level below), which read
-        # it channels-last: laid out that way once per block instead of once per conv.
+        # it channels-last. The deformable convs write channels-last too, so from the second block on
+        # this is no copy at all; the first block lays out each level once instead of once per conv.
         tables = [f.contiguous(memory_format=torch.channels_last) for f in features] if use_spatial else features
         outputs: list[Tensor] = []
         traces: list[LevelTrace] = []
         for level, x in enumerate(features):
             size = (x.shape[-2], x.shape[-1])
             if use_spatial:
-                offset, mask = self.spatial_offsets(x)
+                offset, mask = self.spatial_offsets(tables[level])  # same values; oneDNN's faster layout
             else:
                 offset = mask = None
 
@@ -179,12 +180,13 @@ class DyHeadBlock(nn.Module):
             keep_branches = record and spec.wants("branches", index)
             mean = _weighted_mean(branches, weights, reuse_first=not keep_branches)  # [N, C, H_l, W_l]
 
+            keep_mean = record and spec.wants("mid", index)
             if use_task:
                 coeffs = self.task_attention.coefficients(mean)
-                out = TaskAttention.apply(mean, coeffs)
+                out = TaskAttention.apply(mean, coeffs, reuse_input=not keep_mean)
             elif task_constants:  # the dataset-mean coefficients: a fixed activation per channel
                 coeffs = constants.dyrelu(index, level, x.shape[0], like=x)
-                out = TaskAttention.apply(mean, coeffs)
+                out = TaskAttention.apply(mean, coeffs, reuse_input=not keep_mean)
             else:
                 coeffs = None
                 out = F.relu(mean)
@@ -239,9 +241,9 @@ def _level_trace(spec: TraceSpec, block: int, level: int, x, offset, mask, branc
 def _weighted_mean(branches: dict[int, Tensor], weights: dict[int, Tensor], *, reuse_first: bool = False) -> Tensor:
     """(sum over sources of weight * branch) / number of branches; weights [N] per source, or none
     (every weight 1). The same operations in the same order with or without autograd; without it the
-    sum accumulates into the first product in place (into the first branch itself when `reuse_first`,
-    i.e. when no trace keeps it) instead of allocating a map per step (at full size each fresh map
-    costs about as much as the arithmetic)."""
+    sum accumulates into the first product in place, and when `reuse_first` (no trace keeps the
+    branches) every branch is scaled in place too, instead of allocating a map per step (at full size
+    a fresh map costs several times the arithmetic: its pages are new to the process)."""
     terms = [(b, weights[src][:, None, None, None] if weights else None) for src, b in branches.items()]
     if torch.is_grad_enabled():
         weighted = [b * w if w is not None else b for b, w in terms]
@@ -252,7 +254,9 @@ def _weighted_mean(branches: dict[int, Tensor], weights: dict[int, Tensor], *, r
     else:
         total = b * w if w is not None else b.clone()
     for b, w in terms[1:]:
-        total.add_(b * w if w is not None else b)
+        if w is not None:
+            b = b.mul_(w) if reuse_first else b * w
+        total.add_(b)
     return total.div_(len(terms))
 
 

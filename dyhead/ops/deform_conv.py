@@ -273,8 +273,14 @@ def _sample_and_multiply(
 ) -> Tensor:
     """Forward without autograd, a few hundred output positions at a time: sample their
     [positions, K*C_in] columns (one `embedding_bag`), multiply by the weight, write the result
-    into the NCHW output. Never holds more than one step's columns. reuse_weight: take the weight's
-    reordering from an open `reuse_reordered_weights` block (inference calls only)."""
+    into the output's channels-last rows. Never holds more than one step's columns. reuse_weight:
+    take the weight's reordering from an open `reuse_reordered_weights` block (inference calls only).
+
+    The output has the NCHW shape in channels-last memory (`torch.channels_last`): the matrix
+    multiply writes it that way at no cost, and what follows in a DyHead block (GroupNorm, the
+    coarser branch's upsampling, the next block's gathers and offset conv) runs faster on it than
+    on NCHW (benchmarks/RESULTS.md). Values are those of the NCHW product bit for bit (oneDNN gives
+    the same sums in either orientation, bias included)."""
     n, c_in, h_in, w_in = input.shape
     c_out, _, kh, kw = weight.shape
     taps = kh * kw
@@ -287,7 +293,7 @@ def _sample_and_multiply(
         index = index.view(n, positions, taps * 4)
         tap_weight = tap_weight.view(n, positions, taps * 4)
         step = max(1, CHUNK_VALUES // (taps * c_in))
-        out = input.new_empty(n, c_out, positions)
+        out = input.new_empty(n, positions, c_out)  # channels-last rows
         for b in range(n):
             for start in range(0, positions, step):
                 stop = min(positions, start + step)
@@ -297,14 +303,10 @@ def _sample_and_multiply(
                     per_sample_weights=tap_weight[b, start:stop].reshape(-1, 4),
                     mode="sum",
                 ).view(stop - start, taps * c_in)  # [P, K*C_in]
-                # The product as [C_out, P] (weight @ columns^T), so that it lands in the NCHW
-                # output as C_out contiguous runs; the bias is added on the way.
-                product = _linear(w_tap, columns)  # [C_out, P]
-                if bias is None:
-                    out[b, :, start:stop] = product
-                else:
-                    torch.add(product, bias.view(c_out, 1), out=out[b, :, start:stop])
-    return out.view(n, c_out, h_out, w_out)
+                # columns @ weight^T with the bias added inside the matrix multiply: [P, C_out],
+                # one channels-last row per output position.
+                out[b, start:stop] = _linear(columns, w_tap, bias)
+    return out.view(n, h_out, w_out, c_out).permute(0, 3, 1, 2)  # [N, C_out, H_out, W_out], channels-last
 
 
 def _sample_columns(
