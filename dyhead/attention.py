@@ -69,8 +69,10 @@ class DeformConvNorm(nn.Module):
         if offset is None:
             y = self.conv(x)
         else:
+            # The conv's output lives only until GroupNorm has read it: a scratch buffer will do.
             y = modulated_deform_conv2d(
-                x, offset, mask, self.conv.weight, self.conv.bias, stride=self.stride, padding=1
+                x, offset, mask, self.conv.weight, self.conv.bias, stride=self.stride, padding=1,
+                scratch_output=True,
             )
         return self.norm(y)
 
@@ -148,9 +150,12 @@ class TaskAttention(nn.Module):
         )
 
     @staticmethod
-    def apply(x: Tensor, coeffs: DyReLUCoefficients, *, reuse_input: bool = False) -> Tensor:
-        """max(a1*x + b1, a2*x + b2) per channel. reuse_input (no autograd only): x is not needed
-        afterwards and may be overwritten, which saves allocating a second map."""
+    def apply(
+        x: Tensor, coeffs: DyReLUCoefficients, *, reuse_input: bool = False, out: Optional[Tensor] = None
+    ) -> Tensor:
+        """max(a1*x + b1, a2*x + b2) per channel. Without autograd only: reuse_input means x is not
+        needed afterwards and may be overwritten; `out` (x's shape and strides) receives the result.
+        Each saves allocating a map (at full size a fresh map costs several times the arithmetic)."""
         def per_channel(t: Tensor) -> Tensor:
             return t[:, :, None, None]  # [N, C, 1, 1]
 
@@ -160,7 +165,8 @@ class TaskAttention(nn.Module):
                 x * per_channel(coeffs.a2) + per_channel(coeffs.b2),
             )
         # Without autograd: the same operations, written into one or two maps instead of five.
-        first = (x * per_channel(coeffs.a1)).add_(per_channel(coeffs.b1))
+        first = torch.mul(x, per_channel(coeffs.a1), out=out) if out is not None else x * per_channel(coeffs.a1)
+        first.add_(per_channel(coeffs.b1))
         second = x.mul_(per_channel(coeffs.a2)) if reuse_input else x * per_channel(coeffs.a2)
         second.add_(per_channel(coeffs.b2))
         return torch.maximum(first, second, out=first)

@@ -30,7 +30,7 @@ from .attention import (
     hard_sigmoid,
 )
 from .config import AttentionSwitches, CoarserBranchMode, DyHeadConfig
-from .ops.deform_conv import reuse_reordered_weights
+from .ops.deform_conv import workspace
 from .trace import TraceSpec
 
 
@@ -121,7 +121,7 @@ class DyHeadBlock(nn.Module):
         """One block over all levels. `return_trace` records everything; `spec` (with this block's
         0-based `index`) records only what it asks for. `coarser_branch` overrides the config's mode
         for this call only."""
-        with reuse_reordered_weights():  # each deformable conv's weight reordered once per block
+        with workspace():  # deformable weights reordered once, conv outputs into reused buffers
             return self._forward(features, switches, return_trace, spec, index, coarser_branch)
 
     def _forward(self, features, switches, return_trace, spec, index, coarser_branch):
@@ -181,12 +181,15 @@ class DyHeadBlock(nn.Module):
             mean = _weighted_mean(branches, weights, reuse_first=not keep_branches)  # [N, C, H_l, W_l]
 
             keep_mean = record and spec.wants("mid", index)
+            # Without autograd and with no trace keeping them, DyReLU writes into a branch that is
+            # no longer needed and into the mean itself instead of two fresh maps.
+            spare = None if keep_branches or torch.is_grad_enabled() else _spare_map(branches, level, mean)
             if use_task:
                 coeffs = self.task_attention.coefficients(mean)
-                out = TaskAttention.apply(mean, coeffs, reuse_input=not keep_mean)
+                out = TaskAttention.apply(mean, coeffs, reuse_input=not keep_mean, out=spare)
             elif task_constants:  # the dataset-mean coefficients: a fixed activation per channel
                 coeffs = constants.dyrelu(index, level, x.shape[0], like=x)
-                out = TaskAttention.apply(mean, coeffs, reuse_input=not keep_mean)
+                out = TaskAttention.apply(mean, coeffs, reuse_input=not keep_mean, out=spare)
             else:
                 coeffs = None
                 out = F.relu(mean)
@@ -258,6 +261,15 @@ def _weighted_mean(branches: dict[int, Tensor], weights: dict[int, Tensor], *, r
             b = b.mul_(w) if reuse_first else b * w
         total.add_(b)
     return total.div_(len(terms))
+
+
+def _spare_map(branches: dict[int, Tensor], level: int, like: Tensor) -> Optional[Tensor]:
+    """A branch other than the same-level one (which holds the mean) with `like`'s shape and
+    strides, to be overwritten once the weighted mean has been formed; None if there is none."""
+    for src, b in branches.items():
+        if src != level and b.shape == like.shape and b.stride() == like.stride() and b.dtype == like.dtype:
+            return b
+    return None
 
 
 def _check_ceil_halving(finer: Tensor, x: Tensor, level: int) -> None:

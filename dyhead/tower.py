@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .block import BlockTrace, DyHeadBlock, LevelTrace
 from .config import CoarserBranchMode, DyHeadConfig, SwitchesArg, switches_per_block
+from .ops.deform_conv import workspace
 from .trace import TraceSpec
 
 __all__ = ["DyHeadTower", "TowerTrace", "BlockTrace", "LevelTrace"]
@@ -59,11 +60,12 @@ class DyHeadTower(nn.Module):
         if trace is not None:
             inputs = [trace.keep_map(f, level) for level, f in enumerate(features)] if trace.pyramid else []
             record = TowerTrace(inputs=inputs, blocks=[])
-        for index, (block, block_switches) in enumerate(zip(self.blocks, per_block)):
-            features, block_trace = block(features, block_switches, spec=trace, index=index,
-                                          coarser_branch=coarser_branch)
-            if record is not None:
-                record.blocks.append(block_trace)
+        with workspace():  # one for all blocks: each conv-output buffer serves every block
+            for index, (block, block_switches) in enumerate(zip(self.blocks, per_block)):
+                features, block_trace = block(features, block_switches, spec=trace, index=index,
+                                              coarser_branch=coarser_branch)
+                if record is not None:
+                    record.blocks.append(block_trace)
         return (features, record) if record is not None else features
 
     def _check_inputs(self, features: Sequence[Tensor]) -> None:

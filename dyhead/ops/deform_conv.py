@@ -121,14 +121,20 @@ def modulated_deform_conv2d(
     stride: int = 1,
     padding: int = 1,
     impl: Impl = "auto",
+    scratch_output: bool = False,
 ) -> Tensor:
-    """Modulated deformable convolution, torchvision's `deform_conv2d(..., mask=mask)` semantics."""
+    """Modulated deformable convolution, torchvision's `deform_conv2d(..., mask=mask)` semantics.
+
+    scratch_output: the caller is done with the output before it makes the next call of the same
+    shape (e.g. it normalises it into a new tensor at once). Then, without autograd and inside an
+    open `workspace`, the fast op may write it into a buffer that such a later call reuses.
+    """
     _check_shapes(input, offset, mask, weight, bias, stride, padding)
     if resolve_impl(impl, input.device) == "torchvision":
         return _torchvision_deform_conv2d(
             input, offset, weight, bias, stride=stride, padding=padding, mask=mask
         )
-    return _fast_modulated_deform_conv2d(input, offset, mask, weight, bias, stride, padding)
+    return _fast_modulated_deform_conv2d(input, offset, mask, weight, bias, stride, padding, scratch_output)
 
 
 def _check_shapes(
@@ -228,11 +234,13 @@ def _bilinear_taps(
 
 
 #: Output positions per gather + matrix-multiply step are chosen so that one step's columns
-#: ([positions, K*C_in]) hold about this many values (8 MiB in float32). Whole-map buffers of
-#: 100+ MiB are slower, not faster: each is fresh memory from the OS (glibc maps allocations over
-#: 32 MiB anew every time) and is written once and read once from RAM, while a few MiB stay in the
-#: heap (and in the shared L3 cache) between steps.
-CHUNK_VALUES = 1 << 21
+#: ([positions, K*C_in]) hold about this many values (2 MiB in float32: 227 positions at 256
+#: channels, 910 at 64). Whole-map buffers of 100+ MiB are slower, not faster: each is fresh memory
+#: from the OS (glibc maps allocations over 32 MiB anew every time) and is written once and read
+#: once from RAM. Between 2 and 8 MiB, the smaller steps were about 5 % faster at the official size
+#: (1 thread; the columns are read back by the matrix multiply while still in the core's caches);
+#: the products are the same bit for bit whatever the step.
+CHUNK_VALUES = 1 << 19
 
 
 def _fast_modulated_deform_conv2d(
@@ -243,11 +251,13 @@ def _fast_modulated_deform_conv2d(
     bias: Optional[Tensor],
     stride: int,
     padding: int,
+    scratch_output: bool = False,
 ) -> Tensor:
     """Gather-based bilinear sampling of the K taps, then one matrix multiply."""
     if torch.is_grad_enabled() and _any_requires_grad(input, offset, mask, weight, bias):
         return _SampleThenMultiply.apply(input, offset, mask, weight, bias, stride, padding)
-    return _sample_and_multiply(input, offset, mask, weight, bias, stride, padding, reuse_weight=True)
+    return _sample_and_multiply(input, offset, mask, weight, bias, stride, padding, reuse_weight=True,
+                                scratch_output=scratch_output)
 
 
 def _input_rows(input: Tensor) -> Tensor:
@@ -270,11 +280,13 @@ def _sample_and_multiply(
     stride: int,
     padding: int,
     reuse_weight: bool = False,
+    scratch_output: bool = False,
 ) -> Tensor:
     """Forward without autograd, a few hundred output positions at a time: sample their
     [positions, K*C_in] columns (one `embedding_bag`), multiply by the weight, write the result
     into the output's channels-last rows. Never holds more than one step's columns. reuse_weight:
-    take the weight's reordering from an open `reuse_reordered_weights` block (inference calls only).
+    take the weight's reordering from an open `workspace` (inference calls only); scratch_output:
+    write into the open workspace's buffer of this shape (see `workspace`).
 
     The output has the NCHW shape in channels-last memory (`torch.channels_last`): the matrix
     multiply writes it that way at no cost, and what follows in a DyHead block (GroupNorm, the
@@ -293,7 +305,7 @@ def _sample_and_multiply(
         index = index.view(n, positions, taps * 4)
         tap_weight = tap_weight.view(n, positions, taps * 4)
         step = max(1, CHUNK_VALUES // (taps * c_in))
-        out = input.new_empty(n, positions, c_out)  # channels-last rows
+        out = _output_buffer(input, (n, positions, c_out), scratch_output)  # channels-last rows
         for b in range(n):
             for start in range(0, positions, step):
                 stop = min(positions, start + step)
@@ -329,35 +341,84 @@ def _tap_major(weight: Tensor) -> Tensor:
     return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
 
 
-_REUSE = threading.local()
+_WORKSPACE = threading.local()
+
+
+class _Workspace:
+    """What one `workspace` block keeps: tap-major weights by weight, output buffers by shape."""
+
+    def __init__(self) -> None:
+        self.weights: dict[int, tuple[Tensor, Tensor]] = {}
+        self.outputs: dict[tuple, Tensor] = {}
 
 
 @contextlib.contextmanager
-def reuse_reordered_weights():
-    """Within this block (on this thread), each weight's tap-major reordering is made once and
-    reused by every later call with the same weight tensor, instead of once per call: a strided copy
-    of the whole weight (about 0.8 ms for 256 channels; one DyHead block calls each of its three
-    deformable convs at up to 5 levels). Weights must not change inside the block; the copies are
-    dropped when it ends."""
-    outer = getattr(_REUSE, "kept", None)
+def workspace():
+    """Within this block (on this thread), inference calls of the fast op keep two things between
+    calls instead of making them anew each time; both are dropped when the block ends.
+
+    * Each weight's tap-major reordering is made once and reused by every later call with the same
+      weight tensor: a strided copy of the whole weight (about 0.8 ms for 256 channels; one DyHead
+      block calls each of its three deformable convs at up to 5 levels). Weights must not change
+      inside the block.
+    * Calls made with ``scratch_output=True`` write into one output buffer per shape, reused by the
+      next such call of that shape once nothing else refers to it (else a new one is made). At the
+      official size a fresh 17 MB output costs about as much again as writing it (its pages are new
+      to the process); a DyHead tower forward makes one of every level's size per block.
+
+    Nested blocks share the outermost one's output buffers and keep weights of their own (a tower
+    opens one around all its blocks, each block one around its own calls), so that only one block's
+    reordered weights are held at a time.
+    """
+    outer = getattr(_WORKSPACE, "current", None)
     if outer is None:
-        _REUSE.kept = {}
+        _WORKSPACE.current = _Workspace()
+    else:
+        outer_weights, outer.weights = outer.weights, {}
     try:
         yield
     finally:
         if outer is None:
-            _REUSE.kept = None
+            _WORKSPACE.current = None
+        else:
+            outer.weights = outer_weights
 
 
 def _tap_major_kept(weight: Tensor) -> Tensor:
-    """`_tap_major(weight)`, taken from the `reuse_reordered_weights` block's copies when one is open."""
-    kept = getattr(_REUSE, "kept", None)
-    if kept is None:
+    """`_tap_major(weight)`, taken from the open `workspace`'s copies when there is one."""
+    space = getattr(_WORKSPACE, "current", None)
+    if space is None:
         return _tap_major(weight)
-    hit = kept.get(id(weight))
+    hit = space.weights.get(id(weight))
     if hit is None or hit[0] is not weight:
-        hit = kept[id(weight)] = (weight, _tap_major(weight))  # holds the weight: its id stays its own
+        hit = space.weights[id(weight)] = (weight, _tap_major(weight))  # holds the weight: its id stays its own
     return hit[1]
+
+
+def _storage_users(t: Tensor) -> Optional[int]:
+    """How many tensors share t's storage (None where this PyTorch does not say)."""
+    try:
+        return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+
+
+#: What `_storage_users` reports for a storage held by one tensor only.
+_SOLE_USER = _storage_users(torch.empty(1))
+
+
+def _output_buffer(like: Tensor, shape: tuple[int, ...], scratch: bool) -> Tensor:
+    """An uninitialised [N, positions, C_out] output: the open workspace's buffer of that shape when
+    `scratch` and no tensor but the workspace's own still uses it, else a new one."""
+    space = getattr(_WORKSPACE, "current", None)
+    if not scratch or space is None or _SOLE_USER is None:
+        return like.new_empty(shape)
+    key = (shape, like.dtype, like.device)
+    kept = space.outputs.get(key)
+    if kept is not None and _storage_users(kept) == _SOLE_USER:
+        return kept
+    space.outputs[key] = buffer = like.new_empty(shape)
+    return buffer
 
 
 @functools.lru_cache(maxsize=None)

@@ -209,18 +209,30 @@ def test_key_map_covers_the_tower_exactly():
     assert official_tower_key_map(1)["blocks.0.from_finer.norm.weight"] == "0.DyConv.2.bn.weight"
 
 
-def test_inference_path_is_bit_identical_to_the_autograd_path():
-    """Without autograd the block writes its weighted mean and DyReLU in place; the numbers must not
-    change (same operations, same order)."""
+@pytest.mark.parametrize("batch", [1, 2])
+def test_inference_path_is_bit_identical_to_the_autograd_path(batch):
+    """Without autograd the block writes its weighted mean and DyReLU in place (into the branches
+    and the mean, when no trace keeps them); the numbers must not change (same operations, same
+    order), neither with a trace that keeps branches and mean (which turns the reuse off)."""
     torch.manual_seed(0)
     tower = DyHeadTower(DyHeadConfig(num_blocks=2, channels=32)).eval()
     with torch.no_grad():
         for name, p in tower.named_parameters():
             if p.dim() > 1:
                 p.normal_(0.0, 0.1)  # offsets and weights far from the zero init
-    feats = [torch.randn(1, 32, h, w) for h, w in [(24, 32), (12, 16), (6, 8), (3, 4), (2, 2)]]
+    feats = [torch.randn(batch, 32, h, w) for h, w in [(24, 32), (12, 16), (6, 8), (3, 4), (2, 2)]]
     with torch.inference_mode():
         fast = tower(feats)
+        traced, trace = tower(feats, return_trace=True)
     slow = tower([f.clone().requires_grad_(True) for f in feats])
-    for a, b in zip(fast, slow):
+    for a, b, c in zip(fast, slow, traced):
         assert torch.equal(a, b.detach())
+        assert torch.equal(a, c)
+    # The trace's kept maps were not overwritten by the in-place steps that followed them.
+    level = trace.blocks[-1].levels[1]  # P4: same (1), finer (0) and coarser (2) branches
+    assert list(level.branches) == [1, 0, 2]
+    total = None
+    for src, branch in level.branches.items():
+        term = branch * level.scale_weights[src][:, None, None, None]
+        total = term if total is None else total + term
+    assert torch.equal(level.after_spatial_scale, total / 3)
