@@ -69,10 +69,8 @@ class DeformConvNorm(nn.Module):
         if offset is None:
             y = self.conv(x)
         else:
-            # The conv's output lives only until GroupNorm has read it: a scratch buffer will do.
             y = modulated_deform_conv2d(
-                x, offset, mask, self.conv.weight, self.conv.bias, stride=self.stride, padding=1,
-                scratch_output=True,
+                x, offset, mask, self.conv.weight, self.conv.bias, stride=self.stride, padding=1
             )
         return self.norm(y)
 

@@ -30,7 +30,7 @@ from .attention import (
     hard_sigmoid,
 )
 from .config import AttentionSwitches, CoarserBranchMode, DyHeadConfig
-from .ops.deform_conv import workspace
+from .ops.workspace import workspace
 from .trace import TraceSpec
 
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .block import BlockTrace, DyHeadBlock, LevelTrace
 from .config import CoarserBranchMode, DyHeadConfig, SwitchesArg, switches_per_block
-from .ops.deform_conv import workspace
+from .ops.workspace import workspace
 from .trace import TraceSpec
 
 __all__ = ["DyHeadTower", "TowerTrace", "BlockTrace", "LevelTrace"]

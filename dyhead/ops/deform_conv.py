@@ -41,10 +41,8 @@ torchvision's backward as well, whose offset gradient checks only the neighbours
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-import threading
 from typing import Literal, Optional
 
 import torch
@@ -52,6 +50,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torchvision.ops import deform_conv2d as _torchvision_deform_conv2d
+
+from . import workspace
 
 Impl = Literal["auto", "fast", "torchvision"]
 IMPLS = ("auto", "fast", "torchvision")
@@ -121,20 +121,19 @@ def modulated_deform_conv2d(
     stride: int = 1,
     padding: int = 1,
     impl: Impl = "auto",
-    scratch_output: bool = False,
 ) -> Tensor:
     """Modulated deformable convolution, torchvision's `deform_conv2d(..., mask=mask)` semantics.
 
-    scratch_output: the caller is done with the output before it makes the next call of the same
-    shape (e.g. it normalises it into a new tensor at once). Then, without autograd and inside an
-    open `workspace`, the fast op may write it into a buffer that such a later call reuses.
+    Without autograd and inside an open `dyhead.ops.workspace.workspace` block, the fast op keeps
+    each weight's reordering for the block and may write into a buffer of the block that nothing
+    else uses any more.
     """
     _check_shapes(input, offset, mask, weight, bias, stride, padding)
     if resolve_impl(impl, input.device) == "torchvision":
         return _torchvision_deform_conv2d(
             input, offset, weight, bias, stride=stride, padding=padding, mask=mask
         )
-    return _fast_modulated_deform_conv2d(input, offset, mask, weight, bias, stride, padding, scratch_output)
+    return _fast_modulated_deform_conv2d(input, offset, mask, weight, bias, stride, padding)
 
 
 def _check_shapes(
@@ -251,13 +250,11 @@ def _fast_modulated_deform_conv2d(
     bias: Optional[Tensor],
     stride: int,
     padding: int,
-    scratch_output: bool = False,
 ) -> Tensor:
     """Gather-based bilinear sampling of the K taps, then one matrix multiply."""
     if torch.is_grad_enabled() and _any_requires_grad(input, offset, mask, weight, bias):
         return _SampleThenMultiply.apply(input, offset, mask, weight, bias, stride, padding)
-    return _sample_and_multiply(input, offset, mask, weight, bias, stride, padding, reuse_weight=True,
-                                scratch_output=scratch_output)
+    return _sample_and_multiply(input, offset, mask, weight, bias, stride, padding, use_workspace=True)
 
 
 def _input_rows(input: Tensor) -> Tensor:
@@ -279,14 +276,13 @@ def _sample_and_multiply(
     bias: Optional[Tensor],
     stride: int,
     padding: int,
-    reuse_weight: bool = False,
-    scratch_output: bool = False,
+    use_workspace: bool = False,
 ) -> Tensor:
     """Forward without autograd, a few hundred output positions at a time: sample their
     [positions, K*C_in] columns (one `embedding_bag`), multiply by the weight, write the result
-    into the output's channels-last rows. Never holds more than one step's columns. reuse_weight:
-    take the weight's reordering from an open `workspace` (inference calls only); scratch_output:
-    write into the open workspace's buffer of this shape (see `workspace`).
+    into the output's channels-last rows. Never holds more than one step's columns. use_workspace
+    (inference calls only): take the weight's reordering and the output buffer from an open
+    `workspace` block, when there is one.
 
     The output has the NCHW shape in channels-last memory (`torch.channels_last`): the matrix
     multiply writes it that way at no cost, and what follows in a DyHead block (GroupNorm, the
@@ -301,11 +297,15 @@ def _sample_and_multiply(
     with torch.no_grad():
         index, tap_weight = _bilinear_taps(offset, mask, (h_in, w_in), (kh, kw), stride, padding)
         rows = _input_rows(input)  # [N*H_in*W_in, C_in]
-        w_tap = _tap_major_kept(weight) if reuse_weight else _tap_major(weight)  # [C_out, K*C_in]
+        step = max(1, CHUNK_VALUES // (taps * c_in))
+        # [C_out, K*C_in], and the same packed for oneDNN when a workspace keeps it
+        w_tap, w_packed = _tap_major_kept(weight, step) if use_workspace else (_tap_major(weight), None)
+        if w_packed is not None and not _runs_on_onednn(rows, w_tap):
+            w_packed = None
         index = index.view(n, positions, taps * 4)
         tap_weight = tap_weight.view(n, positions, taps * 4)
-        step = max(1, CHUNK_VALUES // (taps * c_in))
-        out = _output_buffer(input, (n, positions, c_out), scratch_output)  # channels-last rows
+        shape = (n, positions, c_out)  # channels-last rows
+        out = workspace.empty(shape, input) if use_workspace else input.new_empty(shape)
         for b in range(n):
             for start in range(0, positions, step):
                 stop = min(positions, start + step)
@@ -317,7 +317,11 @@ def _sample_and_multiply(
                 ).view(stop - start, taps * c_in)  # [P, K*C_in]
                 # columns @ weight^T with the bias added inside the matrix multiply: [P, C_out],
                 # one channels-last row per output position.
-                out[b, start:stop] = _linear(columns, w_tap, bias)
+                if w_packed is not None:
+                    out[b, start:stop] = torch.ops.mkldnn._linear_pointwise(
+                        columns, w_packed, bias, "none", [], "")
+                else:
+                    out[b, start:stop] = _linear(columns, w_tap, bias)
     return out.view(n, h_out, w_out, c_out).permute(0, 3, 1, 2)  # [N, C_out, H_out, W_out], channels-last
 
 
@@ -341,84 +345,30 @@ def _tap_major(weight: Tensor) -> Tensor:
     return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
 
 
-_WORKSPACE = threading.local()
+def _tap_major_kept(weight: Tensor, rows: int) -> tuple[Tensor, Optional[Tensor]]:
+    """`_tap_major(weight)` and, where oneDNN's matmul runs, the same packed in oneDNN's own layout
+    (else None), made once per open `workspace` block. The matrix multiplies read a packed weight
+    directly: about 5 % faster than packing it inside every multiply, the same products bit for bit.
+    rows: the multiplies' row count (a packing hint)."""
+    if not workspace.active():
+        return _tap_major(weight), None
+
+    def make(w: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+        tap_major = _tap_major(w)
+        return tap_major, _packed_for_onednn(tap_major, rows)
+
+    return workspace.kept(weight, make)
 
 
-class _Workspace:
-    """What one `workspace` block keeps: tap-major weights by weight, output buffers by shape."""
-
-    def __init__(self) -> None:
-        self.weights: dict[int, tuple[Tensor, Tensor]] = {}
-        self.outputs: dict[tuple, Tensor] = {}
-
-
-@contextlib.contextmanager
-def workspace():
-    """Within this block (on this thread), inference calls of the fast op keep two things between
-    calls instead of making them anew each time; both are dropped when the block ends.
-
-    * Each weight's tap-major reordering is made once and reused by every later call with the same
-      weight tensor: a strided copy of the whole weight (about 0.8 ms for 256 channels; one DyHead
-      block calls each of its three deformable convs at up to 5 levels). Weights must not change
-      inside the block.
-    * Calls made with ``scratch_output=True`` write into one output buffer per shape, reused by the
-      next such call of that shape once nothing else refers to it (else a new one is made). At the
-      official size a fresh 17 MB output costs about as much again as writing it (its pages are new
-      to the process); a DyHead tower forward makes one of every level's size per block.
-
-    Nested blocks share the outermost one's output buffers and keep weights of their own (a tower
-    opens one around all its blocks, each block one around its own calls), so that only one block's
-    reordered weights are held at a time.
-    """
-    outer = getattr(_WORKSPACE, "current", None)
-    if outer is None:
-        _WORKSPACE.current = _Workspace()
-    else:
-        outer_weights, outer.weights = outer.weights, {}
-    try:
-        yield
-    finally:
-        if outer is None:
-            _WORKSPACE.current = None
-        else:
-            outer.weights = outer_weights
-
-
-def _tap_major_kept(weight: Tensor) -> Tensor:
-    """`_tap_major(weight)`, taken from the open `workspace`'s copies when there is one."""
-    space = getattr(_WORKSPACE, "current", None)
-    if space is None:
-        return _tap_major(weight)
-    hit = space.weights.get(id(weight))
-    if hit is None or hit[0] is not weight:
-        hit = space.weights[id(weight)] = (weight, _tap_major(weight))  # holds the weight: its id stays its own
-    return hit[1]
-
-
-def _storage_users(t: Tensor) -> Optional[int]:
-    """How many tensors share t's storage (None where this PyTorch does not say)."""
-    try:
-        return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
-    except (AttributeError, RuntimeError, TypeError):
+def _packed_for_onednn(weight: Tensor, rows: int) -> Optional[Tensor]:
+    """weight [M, K] packed in oneDNN's layout for `_linear(x, weight)`, or None where that
+    multiply would not run on oneDNN or this PyTorch cannot pack."""
+    if not _runs_on_onednn(weight, weight):
         return None
-
-
-#: What `_storage_users` reports for a storage held by one tensor only.
-_SOLE_USER = _storage_users(torch.empty(1))
-
-
-def _output_buffer(like: Tensor, shape: tuple[int, ...], scratch: bool) -> Tensor:
-    """An uninitialised [N, positions, C_out] output: the open workspace's buffer of that shape when
-    `scratch` and no tensor but the workspace's own still uses it, else a new one."""
-    space = getattr(_WORKSPACE, "current", None)
-    if not scratch or space is None or _SOLE_USER is None:
-        return like.new_empty(shape)
-    key = (shape, like.dtype, like.device)
-    kept = space.outputs.get(key)
-    if kept is not None and _storage_users(kept) == _SOLE_USER:
-        return kept
-    space.outputs[key] = buffer = like.new_empty(shape)
-    return buffer
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -430,6 +380,15 @@ def _onednn_linear_works() -> bool:
     return bool(torch.equal(probe, torch.full((2, 4), 3.0)))
 
 
+def _runs_on_onednn(a: Tensor, b: Tensor) -> bool:
+    return (
+        a.device.type == "cpu"
+        and a.dtype == b.dtype == torch.float32
+        and torch.backends.mkldnn.enabled  # respects torch.backends.mkldnn.flags(enabled=False)
+        and _onednn_linear_works()
+    )
+
+
 def _linear(a: Tensor, b: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """a [M, K] @ b[N, K]^T (+ bias [N]) -> [M, N].
 
@@ -438,12 +397,7 @@ def _linear(a: Tensor, b: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     faster than `torch.mm`'s BLAS for these shapes (benchmarks/RESULTS.md). Anything else, or
     oneDNN switched off with `torch.backends.mkldnn.flags(enabled=False)`, uses `torch.mm`.
     """
-    if (
-        a.device.type == "cpu"
-        and a.dtype == b.dtype == torch.float32
-        and torch.backends.mkldnn.enabled  # respects torch.backends.mkldnn.flags(enabled=False)
-        and _onednn_linear_works()
-    ):
+    if _runs_on_onednn(a, b):
         return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
     out = torch.mm(a, b.t())
     return out if bias is None else out + bias

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.ops import deform_conv2d
 
-from dyhead.ops import deform_conv
+from dyhead.ops import deform_conv, workspace
 from dyhead.ops.deform_conv import (
     DeformConvInputError,
     get_default_impl,
@@ -222,53 +222,56 @@ def test_reused_weight_reordering_is_scoped_to_its_block():
     original = deform_conv._tap_major
     deform_conv._tap_major = lambda w: calls.append(id(w)) or original(w)
     try:
-        with deform_conv.workspace():
+        with workspace.workspace():
             first = run(weight)
             for _ in range(3):
                 assert torch.equal(run(weight), first)
             assert calls == [id(weight)]  # reordered once for four calls
-            with deform_conv.workspace():  # nested (a block inside a tower): copies of its own
+            with workspace.workspace():  # nested (a block inside a tower): copies of its own
                 assert torch.equal(run(weight), first)
                 assert torch.equal(run(weight), first)
             assert len(calls) == 2
             assert torch.equal(run(weight), first)  # the outer block's copy again
             assert len(calls) == 2
         assert torch.allclose(first, expected(weight), atol=1e-5)
+        # outside a workspace the weight is neither kept nor packed for oneDNN: the same numbers
+        assert torch.equal(run(weight), first)
+        assert len(calls) == 3
         weight.mul_(-0.5)  # changed between blocks
-        with deform_conv.workspace():
+        with workspace.workspace():
             assert torch.allclose(run(weight), expected(weight), atol=1e-5)
-        assert len(calls) == 3 and deform_conv._WORKSPACE.current is None
+        assert len(calls) == 4 and not workspace.active()
         assert torch.allclose(run(weight * 2), expected(weight * 2), atol=1e-5)  # outside: no copies kept
     finally:
         deform_conv._tap_major = original
 
 
-def test_scratch_outputs_are_reused_only_when_nothing_else_holds_them():
+def test_workspace_outputs_are_reused_only_when_nothing_else_holds_them():
     x, offset, mask, weight, bias = _make_case(1, 8, 6, 9, 11, 1, torch.float32, "smooth")
     expected = deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
 
-    def run(**kwargs):
-        return modulated_deform_conv2d(x, offset, mask, weight, bias, padding=1, impl="fast", **kwargs)
+    def run():
+        return modulated_deform_conv2d(x, offset, mask, weight, bias, padding=1, impl="fast")
 
     with torch.inference_mode():
-        outside = run(scratch_output=True), run(scratch_output=True)  # no workspace: fresh outputs
+        outside = run(), run()  # no workspace: fresh outputs
         assert outside[0].data_ptr() != outside[1].data_ptr()
-        with deform_conv.workspace():
-            a = run(scratch_output=True)
+        with workspace.workspace():
+            a = run()
             pointer = a.data_ptr()
-            held = run(scratch_output=True)  # `a` is still alive: a new buffer, `a` untouched
+            held = run()  # `a` is still alive: a new buffer, `a` untouched
             assert held.data_ptr() != pointer
             torch.testing.assert_close(a, expected, atol=1e-5, rtol=1e-5)
-            del a, held
-            again = run(scratch_output=True)  # the last buffer of this shape, now free
-            assert torch.equal(again, outside[0])
+            del a
+            again = run()  # the first buffer, free again
+            assert again.data_ptr() == pointer
+            assert torch.equal(again, outside[0]) and torch.equal(held, outside[0])
             view = again[:, :2]  # a view keeps the buffer in use
             del again
-            assert run(scratch_output=True).data_ptr() != view.data_ptr()
-            assert run().data_ptr() not in {view.data_ptr()}  # without the flag: never the buffer
-        assert deform_conv._WORKSPACE.current is None
-    with torch.enable_grad():  # autograd: never a scratch buffer
+            assert run().data_ptr() != view.data_ptr()
+        assert not workspace.active()
+    with torch.enable_grad():  # autograd: never a workspace buffer, nor a kept weight
         x.requires_grad_(True)
-        with deform_conv.workspace():
-            g1, g2 = run(scratch_output=True), run(scratch_output=True)
-        assert g1.data_ptr() != g2.data_ptr() and g1.grad_fn is not None
+        with workspace.workspace():
+            assert run().grad_fn is not None
+            assert workspace._LOCAL.current.buffers == {} and workspace._LOCAL.current.weights == {}
