@@ -275,3 +275,27 @@ def test_workspace_outputs_are_reused_only_when_nothing_else_holds_them():
         with workspace.workspace():
             assert run().grad_fn is not None
             assert workspace._LOCAL.current.buffers == {} and workspace._LOCAL.current.weights == {}
+
+
+@pytest.mark.parametrize("case", CASES + [(2, 4, 4, 300, 9, 1, torch.bfloat16, "far")])
+def test_taps_without_autograd_are_the_differentiable_taps_bit_for_bit(case):
+    """Inference builds the taps in place and writes the four neighbours straight into the result;
+    training builds them out of place for autograd. Both must give the same indices and weights.
+    The bfloat16 case has 300 rows: bfloat16 holds neither 299 (the last row) nor every row number
+    above 256, so rows clamped in bfloat16 would point past the table (they are clamped in
+    integers)."""
+    n, c_in, c_out, h, w, stride, dtype, kind = case
+    _, offset, mask, _, _ = _make_case(n, c_in, c_out, h, w, stride, dtype, kind, seed=5)
+    with torch.no_grad():
+        index, weight = deform_conv._bilinear_taps(offset, mask, (h, w), (3, 3), stride, 1)
+    leaf = offset.clone().requires_grad_(True)
+    with torch.enable_grad():
+        index_ad, weight_ad = deform_conv._bilinear_taps(leaf, mask, (h, w), (3, 3), stride, 1)
+    assert weight_ad.requires_grad and not weight.requires_grad
+    assert index.dtype == index_ad.dtype == torch.int32
+    assert torch.equal(index, index_ad)
+    assert torch.equal(weight, weight_ad.detach())
+    assert int(index.min()) >= 0 and int(index.max()) < n * h * w  # clamped into the table
+    # the caller's offsets and masks are never written to
+    again, _ = _make_case(n, c_in, c_out, h, w, stride, dtype, kind, seed=5)[1:3], None
+    assert torch.equal(offset, again[0]) and torch.equal(mask, again[1])
