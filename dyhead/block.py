@@ -30,6 +30,7 @@ from .attention import (
     hard_sigmoid,
 )
 from .config import AttentionSwitches, CoarserBranchMode, DyHeadConfig
+from .ops.deform_conv import resolve_impl
 from .ops.workspace import workspace
 from .trace import TraceSpec
 
@@ -144,17 +145,19 @@ class DyHeadBlock(nn.Module):
                     "scale_off='fixed-1' / task_off='relu'")
             constants.check(index, len(features), self.config.channels)
 
-        # Each level is the gather table of up to three deformable convs (this level's same-level conv,
-        # the stride-2 conv of the level above, the coarser-branch conv of the level below), which read
-        # it channels-last. The deformable convs write channels-last too, so from the second block on
-        # this is no copy at all; the first block lays out each level once instead of once per conv.
-        tables = [f.contiguous(memory_format=torch.channels_last) for f in features] if use_spatial else features
+        # With the fast deformable conv, each level is the gather table of up to three deformable convs
+        # (this level's same-level conv, the stride-2 conv of the level above, the coarser-branch conv of
+        # the level below), which read it channels-last. The fast conv writes channels-last too, so from
+        # the second block on this is no copy at all; the first block lays out each level once instead
+        # of once per conv. torchvision's kernel (CUDA, or asked for) reads and writes NCHW: no copies.
+        fast = use_spatial and resolve_impl("auto", features[0].device) == "fast"
+        tables = [f.contiguous(memory_format=torch.channels_last) for f in features] if fast else features
         outputs: list[Tensor] = []
         traces: list[LevelTrace] = []
         for level, x in enumerate(features):
             size = (x.shape[-2], x.shape[-1])
             if use_spatial:
-                offset, mask = self.spatial_offsets(tables[level])  # same values; oneDNN's faster layout
+                offset, mask = self.spatial_offsets(tables[level])  # channels-last: oneDNN's faster layout
             else:
                 offset = mask = None
 

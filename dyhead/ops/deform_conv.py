@@ -338,7 +338,10 @@ def _sample_and_multiply(
         rows = _input_rows(input)  # [N*H_in*W_in, C_in]
         step = max(1, CHUNK_VALUES // (taps * c_in))
         # [C_out, K*C_in], and the same packed for oneDNN when a workspace keeps it
-        w_tap, w_packed = _tap_major_kept(weight, step) if use_workspace else (_tap_major(weight), None)
+        multiplies = n * -(-positions // step)
+        w_tap, w_packed = (
+            _tap_major_kept(weight, step, multiplies) if use_workspace else (_tap_major(weight), None)
+        )
         if w_packed is not None and not _runs_on_onednn(rows, w_tap):
             w_packed = None
         index = index.view(n, positions, taps * 4)
@@ -384,17 +387,25 @@ def _tap_major(weight: Tensor) -> Tensor:
     return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
 
 
-def _tap_major_kept(weight: Tensor, rows: int) -> tuple[Tensor, Optional[Tensor]]:
-    """`_tap_major(weight)` and, where oneDNN's matmul runs, the same packed in oneDNN's own layout
-    (else None), made once per open `workspace` block. The matrix multiplies read a packed weight
-    directly: about 5 % faster than packing it inside every multiply, the same products bit for bit.
+#: A weight is packed for oneDNN only when the call that first uses it in a workspace makes at least
+#: this many matrix multiplies: packing costs about one multiply's worth of copying, and for small
+#: maps (the demo model at batch 1) it did not pay (37 vs 35 ms per tower forward).
+PACK_MIN_MULTIPLIES = 8
+
+
+def _tap_major_kept(weight: Tensor, rows: int, multiplies: int) -> tuple[Tensor, Optional[Tensor]]:
+    """`_tap_major(weight)` and, where oneDNN's matmul runs and `multiplies` reaches
+    `PACK_MIN_MULTIPLIES`, the same packed in oneDNN's own layout (else None), made once per open
+    `workspace` block. The matrix multiplies read a packed weight directly: about 5 % faster than
+    packing it inside every multiply at the official size, the same products bit for bit.
     rows: the multiplies' row count (a packing hint)."""
     if not workspace.active():
         return _tap_major(weight), None
 
     def make(w: Tensor) -> tuple[Tensor, Optional[Tensor]]:
         tap_major = _tap_major(w)
-        return tap_major, _packed_for_onednn(tap_major, rows)
+        packed = _packed_for_onednn(tap_major, rows) if multiplies >= PACK_MIN_MULTIPLIES else None
+        return tap_major, packed
 
     return workspace.kept(weight, make)
 

@@ -299,3 +299,22 @@ def test_taps_without_autograd_are_the_differentiable_taps_bit_for_bit(case):
     # the caller's offsets and masks are never written to
     again, _ = _make_case(n, c_in, c_out, h, w, stride, dtype, kind, seed=5)[1:3], None
     assert torch.equal(offset, again[0]) and torch.equal(mask, again[1])
+
+
+@pytest.mark.parametrize("pack_from", [1, 10**9])
+def test_weights_packed_for_onednn_give_the_same_numbers(monkeypatch, pack_from):
+    """Inside a workspace a weight used by enough multiplies is packed once for oneDNN; the products
+    are those of the unpacked weight bit for bit."""
+    monkeypatch.setattr(deform_conv, "PACK_MIN_MULTIPLIES", pack_from)
+    monkeypatch.setattr(deform_conv, "CHUNK_VALUES", 9 * 16 * 10)  # 10 positions per multiply
+    x, offset, mask, weight, bias = _make_case(2, 16, 12, 9, 11, 1, torch.float32, "smooth", seed=3)
+    with torch.inference_mode():
+        plain = modulated_deform_conv2d(x, offset, mask, weight, bias, impl="fast")
+        with workspace.workspace():
+            kept = modulated_deform_conv2d(x, offset, mask, weight, bias, impl="fast")
+            (_, (_, packed)), = workspace._LOCAL.current.weights.values()
+    assert torch.equal(kept, plain)
+    if pack_from == 1 and deform_conv._onednn_linear_works():
+        assert packed is not None and packed.is_mkldnn
+    else:
+        assert packed is None
