@@ -83,7 +83,9 @@ table = w.pivot_table(index="level_name", columns="source_name", values="weight"
 table = table.reindex(index=[level_name(l) for l in range(L)], columns=[level_name(l) for l in range(L)])
 st.markdown(f"**This image, block {block}:** weight of each source level (columns) in each output level (rows); "
             "empty cells are levels the code does not mix (only direct neighbours).")
-st.dataframe(table.round(3).astype(object).where(table.notna(), "–"), key="hw_weights")
+# Text cells: the numbers to 3 decimals and empty where the code mixes nothing (a column that mixed
+# numbers and a dash made Streamlit's Arrow conversion fail and fall back, with a traceback in the log).
+st.dataframe(table.map(lambda v: "" if pd.isna(v) else f"{v:.3f}"), key="hw_weights")
 
 # ------------------------------------------------------------------------------------------------
 st.header("2 · Spatial-aware attention π_S")

@@ -603,6 +603,12 @@ def test_how_it_works_states_what_the_official_code_reads(app_env):
     assert "no normalisation layer" in text and "[−1, 1]" in text
     rows = list(at.dataframe[-1].value.iloc[:, 0])  # the paper-vs-code table, last on the page
     assert "Order (contradicts)" in rows and "DyReLU θ (contradicts)" in rows
+    # The scale-weight table: text cells, a weight in [0.5, 1] where the code mixes the two levels
+    # (direct neighbours), empty where it does not, as its caption says.
+    weights = next(d.value for d in at.dataframe if "P3" in d.value.columns)
+    assert weights.loc["P3", "P3"] != "" and 0.5 <= float(weights.loc["P3", "P4"]) <= 1.0
+    assert weights.loc["P3", "P5"] == "" and weights.loc["P7", "P3"] == ""
+    assert all(isinstance(v, str) for v in weights.to_numpy().ravel())
 
 
 def test_efficiency_page_states_both_baselines(app_env):
